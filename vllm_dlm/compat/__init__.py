@@ -1,0 +1,18 @@
+"""Everything that touches vLLM 0.26 internals beyond its public plugin points.
+
+One module per patch; each states why it exists and what would break it. `apply_all()` is called by
+`vllm_dlm.register()` in every vLLM process and is idempotent.
+"""
+
+_applied = False
+
+
+def apply_all() -> None:
+    global _applied
+    if _applied:
+        return
+    from vllm_dlm.compat import cpu_triton, request_validation
+
+    cpu_triton.enable_if_cpu()
+    request_validation.install()
+    _applied = True

@@ -1,0 +1,196 @@
+"""Decoding knobs: per request through `SamplingParams.extra_args` (OpenAI `extra_body`), server-wide
+defaults through vLLM's `--additional-config '{"dlm": {...}}'`.
+
+Validation happens once, at request admission (`compat.request_validation`), and raises
+`ValueError` naming the parameter; vLLM's OpenAI server turns that into HTTP 400. The worker calls
+the same `resolve_decoding_params` again to build the request's decoding state, so what is checked is
+exactly what runs.
+"""
+
+from dataclasses import dataclass
+
+# Remasking rules each model family's official generate code implements. `low_confidence` and
+# `random` are LLaDA's; `maskgit_plus`, `topk_margin`, `entropy`, `origin` are Dream's `alg`.
+REMASKING = {
+    "llada": ("low_confidence", "random"),
+    "dream": ("maskgit_plus", "topk_margin", "entropy", "origin"),
+}
+DEFAULT_REMASKING = {"llada": "low_confidence", "dream": "entropy"}
+CACHE_MODES = ("none", "prefix", "dual")
+IMPLEMENTED_CACHE_MODES = ("none",)
+DEFAULT_BLOCK_LENGTH = 32
+DEFAULT_MAX_GEN_LEN = 1024
+
+# knob -> accepted Python types (bool is rejected for numbers explicitly).
+REQUEST_KNOBS = {
+    "steps": (int,),
+    "block_length": (int,),
+    "remasking": (str,),
+    "alg_temp": (int, float),
+    "cache": (str,),
+    "threshold": (int, float),
+}
+# Server-only knobs (in additional_config["dlm"]).
+SERVER_KNOBS = {"max_gen_len": (int,)}
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Everything one request's denoising loop needs, resolved and validated.
+
+    `gen_length` is `max_tokens`: the number of masked positions appended to the prompt.
+    """
+
+    family: str
+    gen_length: int
+    steps: int
+    block_length: int
+    remasking: str
+    alg_temp: float
+    cache: str
+    threshold: float | None
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int | None
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    @property
+    def steps_per_block(self) -> int:
+        return self.steps // self.num_blocks
+
+
+@dataclass(frozen=True)
+class ServerDefaults:
+    """Server-wide defaults for the request knobs (None: derive per request)."""
+
+    steps: int | None = None
+    block_length: int | None = None
+    remasking: str | None = None
+    alg_temp: float = 0.0
+    cache: str = "none"
+    threshold: float | None = None
+    max_gen_len: int = DEFAULT_MAX_GEN_LEN
+
+
+def _check_type(where: str, name: str, value, types) -> None:
+    if isinstance(value, bool) or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ValueError(f"{where}[{name!r}] must be {names}, got {value!r}")
+
+
+def parse_server_defaults(additional_config: dict | None) -> ServerDefaults:
+    """Read `additional_config["dlm"]`; unknown keys or wrong types raise ValueError."""
+    section = (additional_config or {}).get("dlm", {})
+    if not isinstance(section, dict):
+        raise ValueError(f"additional_config['dlm'] must be a dict, got {section!r}")
+    allowed = {**REQUEST_KNOBS, **SERVER_KNOBS}
+    for name, value in section.items():
+        if name not in allowed:
+            raise ValueError(
+                f"additional_config['dlm'] has unknown key {name!r}; known: {sorted(allowed)}"
+            )
+        if value is not None:
+            _check_type("additional_config['dlm']", name, value, allowed[name])
+    defaults = ServerDefaults(**section)
+    if defaults.max_gen_len < 1:
+        raise ValueError("additional_config['dlm']['max_gen_len'] must be >= 1")
+    return defaults
+
+
+def resolve_decoding_params(
+    family: str,
+    *,
+    max_tokens: int | None,
+    extra_args: dict | None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    defaults: ServerDefaults = ServerDefaults(),
+) -> DecodingParams:
+    """Merge request knobs over server defaults and validate them; errors name the parameter."""
+    args = dict(extra_args or {})
+    for name, value in args.items():
+        if name not in REQUEST_KNOBS:
+            raise ValueError(
+                f"extra_args has unknown key {name!r}; diffusion knobs are {sorted(REQUEST_KNOBS)}"
+            )
+        _check_type("extra_args", name, value, REQUEST_KNOBS[name])
+
+    if max_tokens is None or max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1 for diffusion decoding, got {max_tokens!r}")
+    if max_tokens > defaults.max_gen_len:
+        raise ValueError(
+            f"max_tokens={max_tokens} exceeds this server's diffusion canvas "
+            f"(additional_config['dlm']['max_gen_len']={defaults.max_gen_len})"
+        )
+    gen_length = max_tokens
+
+    remasking = args.get("remasking", defaults.remasking) or DEFAULT_REMASKING[family]
+    if remasking not in REMASKING[family]:
+        raise ValueError(
+            f"remasking={remasking!r} is not supported for {family}; choose one of {REMASKING[family]}"
+        )
+
+    block_length = args.get("block_length", defaults.block_length)
+    if block_length is None:
+        # LLaDA's generate is semi-autoregressive; Dream's diffusion_generate is one block.
+        block_length = min(DEFAULT_BLOCK_LENGTH, gen_length) if family == "llada" else gen_length
+        if gen_length % block_length:
+            raise ValueError(
+                f"block_length: the default min({DEFAULT_BLOCK_LENGTH}, max_tokens)={block_length} "
+                f"does not divide max_tokens={gen_length}; pass extra_args['block_length']"
+            )
+    if block_length < 1:
+        raise ValueError(f"block_length must be >= 1, got {block_length}")
+    if gen_length % block_length:
+        raise ValueError(f"block_length={block_length} must divide max_tokens={gen_length}")
+
+    steps = args.get("steps", defaults.steps) or gen_length
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    num_blocks = gen_length // block_length
+    if steps % num_blocks:
+        raise ValueError(
+            f"steps={steps} must be divisible by the number of blocks "
+            f"(max_tokens/block_length = {num_blocks})"
+        )
+
+    alg_temp = float(args.get("alg_temp", defaults.alg_temp))
+    if alg_temp < 0:
+        raise ValueError(f"alg_temp must be >= 0, got {alg_temp}")
+    if alg_temp > 0 and family != "dream":
+        raise ValueError("alg_temp applies to Dream's remasking only")
+
+    cache = args.get("cache", defaults.cache)
+    if cache not in CACHE_MODES:
+        raise ValueError(f"cache={cache!r} is unknown; choose one of {CACHE_MODES}")
+    if cache not in IMPLEMENTED_CACHE_MODES:
+        raise ValueError(f"cache={cache!r} is not implemented yet; only {IMPLEMENTED_CACHE_MODES}")
+
+    threshold = args.get("threshold", defaults.threshold)
+    if threshold is not None:
+        threshold = float(threshold)
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        raise ValueError("threshold (confidence-threshold parallel decoding) is not implemented yet")
+
+    return DecodingParams(
+        family=family,
+        gen_length=gen_length,
+        steps=steps,
+        block_length=block_length,
+        remasking=remasking,
+        alg_temp=alg_temp,
+        cache=cache,
+        threshold=threshold,
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        seed=seed,
+    )
+

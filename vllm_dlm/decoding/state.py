@@ -1,0 +1,135 @@
+"""One request's denoising state machine (cache mode `none`).
+
+The generation region of `gen_length` positions starts fully masked. It is split into blocks of
+`block_length`, denoised left to right, `steps_per_block` steps each. The *canvas* is what is not yet
+committed: the current block followed by the masked future blocks. Each step the model sees
+prompt + committed + canvas; `step()` takes the logits of the current block's positions and
+unmasks some of them. When the block has no mask left it is committed (emitted to vLLM as sampled
+tokens, which become part of the request's sequence) and the canvas moves on to the next block.
+
+Because a committed block never changes again, a request preempted and recomputed resumes at the
+start of its current block and reproduces the same greedy output.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vllm_dlm.config import DecodingParams
+from vllm_dlm.decoding.remasking import dream_propose, llada_propose
+from vllm_dlm.decoding.schedules import (
+    dream_num_transfer_tokens,
+    dream_transfer_probability,
+    llada_num_transfer_tokens,
+)
+
+
+@dataclass
+class RequestDecodeState:
+    params: DecodingParams
+    mask_token_id: int
+    num_committed: int = 0  # generated tokens already emitted (multiple of block_length)
+    step_in_block: int = 0
+    canvas: torch.Tensor | None = None  # [gen_length - num_committed] int64
+    generator: torch.Generator | None = None
+    _transfer_schedule: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls, params: DecodingParams, mask_token_id: int, num_committed: int, device: torch.device
+    ) -> "RequestDecodeState":
+        if num_committed % params.block_length:
+            raise ValueError("a request can only resume at a block boundary")
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(params.seed)
+        state = cls(params, mask_token_id, num_committed, generator=generator)
+        state.canvas = torch.full(
+            (params.gen_length - num_committed,), mask_token_id, dtype=torch.long, device=device
+        )
+        return state
+
+    @property
+    def canvas_length(self) -> int:
+        return self.params.gen_length - self.num_committed
+
+    @property
+    def block_length(self) -> int:
+        return self.params.block_length
+
+    @property
+    def finished(self) -> bool:
+        return self.num_committed >= self.params.gen_length
+
+    def step(self, block_logits: torch.Tensor) -> torch.Tensor | None:
+        """One denoising step of the current block.
+
+        block_logits: [block_length, vocab] logits at the block's positions (Dream: already shifted).
+        Returns the committed block [block_length] when this step completes it, else None.
+        """
+        p = self.params
+        block = self.canvas[: self.block_length]
+        is_masked = block == self.mask_token_id
+        if self.step_in_block == 0 and p.family == "llada":
+            self._transfer_schedule = llada_num_transfer_tokens(
+                int(is_masked.sum()), p.steps_per_block
+            )
+        if p.family == "llada":
+            self._llada_step(block, is_masked, block_logits)
+        else:
+            self._dream_step(block, is_masked, block_logits)
+        self.step_in_block += 1
+        if self.step_in_block < p.steps_per_block:
+            return None
+        committed = block.clone()
+        assert not bool((committed == self.mask_token_id).any()), "block ended with masks left"
+        self.canvas = self.canvas[self.block_length :]
+        self.num_committed += self.block_length
+        self.step_in_block = 0
+        return committed
+
+    def _commit_top(self, block, is_masked, x0, confidence, k: int) -> None:
+        if k <= 0:
+            return
+        confidence = torch.where(is_masked, confidence, torch.full_like(confidence, -torch.inf))
+        p = self.params
+        if p.family == "dream" and p.alg_temp > 0:
+            weights = torch.softmax(confidence / p.alg_temp, dim=-1)
+            index = torch.multinomial(weights, k, generator=self.generator)
+        else:
+            index = torch.topk(confidence, k).indices
+        block[index] = x0[index]
+
+    def _llada_step(self, block, is_masked, logits) -> None:
+        p = self.params
+        x0, confidence = llada_propose(logits, p.remasking, p.temperature, self.generator)
+        x0 = torch.where(is_masked, x0, block)
+        self._commit_top(block, is_masked, x0, confidence, self._transfer_schedule[self.step_in_block])
+
+    def _dream_step(self, block, is_masked, logits) -> None:
+        p = self.params
+        masked_idx = is_masked.nonzero().squeeze(-1)
+        if masked_idx.numel() == 0:
+            return
+        mask_logits = logits[masked_idx]
+        if p.remasking == "origin":
+            prob = dream_transfer_probability(self.step_in_block, p.steps_per_block)
+            reveal = torch.rand(
+                masked_idx.shape, device=logits.device, generator=self.generator
+            ) < prob
+            if bool(reveal.any()):
+                x0, _ = dream_propose(
+                    mask_logits[reveal], p.remasking, p.temperature, p.top_p, p.top_k, self.generator
+                )
+                block[masked_idx[reveal]] = x0
+            return
+        x0_masked, conf_masked = dream_propose(
+            mask_logits, p.remasking, p.temperature, p.top_p, p.top_k, self.generator
+        )
+        x0 = block.clone()
+        x0[masked_idx] = x0_masked
+        confidence = torch.full(block.shape, -torch.inf, device=logits.device)
+        confidence[masked_idx] = conf_masked
+        k = dream_num_transfer_tokens(masked_idx.numel(), self.step_in_block, p.steps_per_block)
+        self._commit_top(block, is_masked, x0, confidence, k)

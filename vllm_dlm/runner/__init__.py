@@ -1,0 +1,1 @@
+"""Glue between Model Runner V2 and `vllm_dlm.decoding`: the ModelState hooks and the sampler."""
