@@ -30,6 +30,8 @@ REQUEST_KNOBS = {
     "cache": (str,),
     "threshold": (int, float),
 }
+# extra_args keys vLLM itself puts there (disaggregated prefill); passed through, not ours.
+VLLM_EXTRA_ARGS = ("kv_transfer_params", "ec_transfer_params")
 # Server-only knobs (in additional_config["dlm"]).
 SERVER_KNOBS = {"max_gen_len": (int,)}
 
@@ -113,7 +115,7 @@ def resolve_decoding_params(
     defaults: ServerDefaults = ServerDefaults(),
 ) -> DecodingParams:
     """Merge request knobs over server defaults and validate them; errors name the parameter."""
-    args = dict(extra_args or {})
+    args = {k: v for k, v in (extra_args or {}).items() if k not in VLLM_EXTRA_ARGS}
     for name, value in args.items():
         if name not in REQUEST_KNOBS:
             raise ValueError(
@@ -150,7 +152,9 @@ def resolve_decoding_params(
     if gen_length % block_length:
         raise ValueError(f"block_length={block_length} must divide max_tokens={gen_length}")
 
-    steps = args.get("steps", defaults.steps) or gen_length
+    steps = args.get("steps", defaults.steps)
+    if steps is None:
+        steps = gen_length
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     num_blocks = gen_length // block_length

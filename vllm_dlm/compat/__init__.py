@@ -11,8 +11,9 @@ def apply_all() -> None:
     global _applied
     if _applied:
         return
-    from vllm_dlm.compat import cpu_triton, request_validation
+    from vllm_dlm.compat import cpu_triton, openai_knobs, request_validation
 
     cpu_triton.enable_if_cpu()
     request_validation.install()
+    openai_knobs.install()
     _applied = True

@@ -1,14 +1,15 @@
-"""Request admission for LLaDA/Dream: our knob validation replaces vLLM's stock diffusion rules.
+"""Request admission for LLaDA/Dream: the diffusion knobs are validated in the front end.
 
-Why: vLLM 0.26 validates every diffusion-model request with DiffusionGemma's rules
-(`SamplingParams._validate_diffusion`: temperature must be 1.0, no seed), which would reject
-LLaDA/Dream's greedy (`temperature=0`) and seeded requests. For our architectures that check is
-replaced by `vllm_dlm.config.resolve_decoding_params` plus the checks that need the tokenized prompt,
-run at the end of `InputProcessor.process_inputs` (front-end process). A ValueError there is an
-HTTP 400 in `vllm serve` and an exception from `LLM.generate`; the engine never sees the request.
+Why: vLLM has no hook for a model to validate its own request parameters with the tokenized prompt
+in hand. `vllm_dlm.config.resolve_decoding_params` plus the prompt-length check therefore run at the
+end of `InputProcessor.process_inputs` (front-end process), where max_tokens and the prompt are
+final. A ValueError there is an HTTP 400 in `vllm serve` and an exception from `LLM.generate`; the
+engine never sees the request. (LLaDA/Dream are not `is_diffusion` models to vLLM, so its
+DiffusionGemma rules, temperature 1.0 only and no seed, do not apply: greedy and seeded requests
+keep their usual meaning.)
 
-Breaks if: vLLM renames `SamplingParams._validate_diffusion` or `InputProcessor.process_inputs`, or
-stops raising its validation errors from them (checked by tests/test_request_validation.py).
+Breaks if: vLLM renames `InputProcessor.process_inputs` or stops raising its validation errors from
+it (checked by tests/test_request_validation.py).
 """
 
 import functools
@@ -28,6 +29,7 @@ _UNSUPPORTED = {
     "logit_bias": lambda v: bool(v),
     "allowed_token_ids": lambda v: bool(v),
     "bad_words": lambda v: bool(v),
+    "structured_outputs": lambda v: v is not None,
 }
 
 
@@ -48,30 +50,18 @@ def validate_request(sampling_params, model_config, prompt_len: int | None) -> N
         seed=sampling_params.seed,
         defaults=defaults,
     )
-    if prompt_len is not None and prompt_len + params.gen_length >= model_config.max_model_len:
+    if prompt_len is not None and prompt_len + params.gen_length > model_config.max_model_len:
         raise ValueError(
-            f"prompt ({prompt_len} tokens) + max_tokens ({params.gen_length}) must be less than "
+            f"prompt ({prompt_len} tokens) + max_tokens ({params.gen_length}) must not exceed "
             f"max_model_len ({model_config.max_model_len})"
         )
 
 
 def install() -> None:
-    from vllm.sampling_params import SamplingParams
     from vllm.v1.engine.input_processor import InputProcessor
 
-    if getattr(SamplingParams._validate_diffusion, "_vllm_dlm", False):
+    if getattr(InputProcessor.process_inputs, "_vllm_dlm", False):
         return
-    stock_validate = SamplingParams._validate_diffusion
-
-    @functools.wraps(stock_validate)
-    def _validate_diffusion(self, model_config):
-        if model_family(model_config.hf_config) is None:
-            return stock_validate(self, model_config)
-        # Knobs are checked in process_inputs, where max_tokens and the prompt are final.
-
-    _validate_diffusion._vllm_dlm = True
-    SamplingParams._validate_diffusion = _validate_diffusion
-
     stock_process = InputProcessor.process_inputs
 
     @functools.wraps(stock_process)
@@ -82,4 +72,5 @@ def install() -> None:
             validate_request(request.sampling_params, self.model_config, prompt_len)
         return request
 
+    process_inputs._vllm_dlm = True
     InputProcessor.process_inputs = process_inputs

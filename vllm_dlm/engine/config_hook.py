@@ -55,6 +55,11 @@ class DiffusionLMConfig(VerifyAndUpdateConfig):
             sched.max_num_seqs = DEFAULT_MAX_NUM_SEQS
         vllm_config.cache_config.enable_prefix_caching = False
         vllm_config.compilation_config.cudagraph_mode = CUDAGraphMode.NONE
+        if not vllm_config.use_v2_model_runner:
+            raise ValueError(
+                "vllm-dlm needs Model Runner V2 (its ModelState hooks); do not set "
+                "VLLM_USE_V2_MODEL_RUNNER=0 for LLaDA/Dream"
+            )
         logger.info(
             "vllm-dlm: diffusion decoding with canvas up to %d tokens, max_num_seqs=%d",
             defaults.max_gen_len,

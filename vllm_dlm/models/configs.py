@@ -4,9 +4,10 @@ LLaDA ships an OLMo-style config (`d_model`, `n_layers`, `n_heads`, `mlp_hidden_
 `attribute_map` exposes it under the Llama names that vLLM's layers read. Dream ships a Qwen2
 config with `model_type: "Dream"` and a `mask_token_id`.
 
-`canvas_length` is what vLLM 0.26 reads to call a model a diffusion LM (`ModelConfig.is_diffusion`),
-which routes it through Model Runner V2 and the draft-token ("canvas") data path. Its value here is
-only a marker; the engine's real canvas size is set in `vllm_dlm.engine.config_hook`.
+These configs deliberately have no `canvas_length`: that attribute makes vLLM 0.26 treat a model as
+DiffusionGemma (`ModelConfig.is_diffusion`: temperature-1-only validation, a forced FlashAttention-4
+upgrade on Hopper). The plugin sets up the draft-token ("canvas") path itself
+(`vllm_dlm.engine.config_hook`).
 """
 
 from transformers import PretrainedConfig, Qwen2Config
@@ -48,7 +49,6 @@ class LLaDAConfig(PretrainedConfig):
         layer_norm_type: str = "rms",
         alibi: bool = False,
         scale_logits: bool = False,
-        canvas_length: int = 1,
         **kwargs,
     ):
         self.d_model = d_model
@@ -72,7 +72,6 @@ class LLaDAConfig(PretrainedConfig):
         self.layer_norm_type = layer_norm_type
         self.alibi = alibi
         self.scale_logits = scale_logits
-        self.canvas_length = canvas_length
         # Llama names read by vLLM's LlamaModel.
         self.hidden_act = activation_type
         self.attention_bias = include_bias or include_qkv_bias
@@ -98,7 +97,6 @@ class LLaDAConfig(PretrainedConfig):
 class DreamConfig(Qwen2Config):
     model_type = "Dream"
 
-    def __init__(self, mask_token_id: int = DREAM_MASK_TOKEN_ID, canvas_length: int = 1, **kwargs):
+    def __init__(self, mask_token_id: int = DREAM_MASK_TOKEN_ID, **kwargs):
         self.mask_token_id = mask_token_id
-        self.canvas_length = canvas_length
         super().__init__(**kwargs)

@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny random checkpoints in the official layouts and CPU engine settings.
+
+Engine tests start real vLLM engines (Model Runner V2 on CPU under TRITON_INTERPRET=1, through the
+plugin's CPU mode); they are module-scoped so each file pays one engine start per model.
+"""
+
+import os
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+# head_dim must be one vLLM's CPU attention supports (32, 64, ...): hidden 128, 4 heads.
+TINY = dict(num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256, max_position=512)
+ENGINE_KWARGS = dict(dtype="float32", enforce_eager=True, max_model_len=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llada(tmp_path_factory) -> str:
+    from vllm_dlm.tools.tiny_checkpoint import make_tiny_checkpoint
+
+    return str(make_tiny_checkpoint(tmp_path_factory.mktemp("llada"), "llada", seed=0, **TINY))
+
+
+@pytest.fixture(scope="session")
+def tiny_dream(tmp_path_factory) -> str:
+    from vllm_dlm.tools.tiny_checkpoint import make_tiny_checkpoint
+
+    return str(
+        make_tiny_checkpoint(tmp_path_factory.mktemp("dream"), "dream", seed=1, num_kv_heads=2, **TINY)
+    )
