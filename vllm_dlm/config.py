@@ -17,7 +17,8 @@ REMASKING = {
 }
 DEFAULT_REMASKING = {"llada": "low_confidence", "dream": "entropy"}
 CACHE_MODES = ("none", "prefix", "dual")
-IMPLEMENTED_CACHE_MODES = ("none",)
+# Remasking rules whose confidence is a probability-like score in [0, 1] (threshold decoding).
+THRESHOLD_REMASKING = ("low_confidence", "maskgit_plus", "topk_margin")
 DEFAULT_BLOCK_LENGTH = 32
 DEFAULT_MAX_GEN_LEN = 1024
 
@@ -173,15 +174,21 @@ def resolve_decoding_params(
     cache = args.get("cache", defaults.cache)
     if cache not in CACHE_MODES:
         raise ValueError(f"cache={cache!r} is unknown; choose one of {CACHE_MODES}")
-    if cache not in IMPLEMENTED_CACHE_MODES:
-        raise ValueError(f"cache={cache!r} is not implemented yet; only {IMPLEMENTED_CACHE_MODES}")
+    if cache != "none" and family == "dream":
+        # Dream reads position i's logits from hidden state i-1; on a cached step the state before
+        # the block is in the KV cache, not recomputed.
+        raise ValueError(f"cache={cache!r} is not supported for Dream (shifted logits); use 'none'")
 
     threshold = args.get("threshold", defaults.threshold)
     if threshold is not None:
         threshold = float(threshold)
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
-        raise ValueError("threshold (confidence-threshold parallel decoding) is not implemented yet")
+        if remasking not in THRESHOLD_REMASKING:
+            raise ValueError(
+                f"threshold needs a probability-like confidence; remasking={remasking!r} has none "
+                f"(use one of {THRESHOLD_REMASKING})"
+            )
 
     return DecodingParams(
         family=family,

@@ -1,4 +1,4 @@
-"""One request's denoising state machine (cache mode `none`).
+"""One request's denoising state machine.
 
 The generation region of `gen_length` positions starts fully masked. It is split into blocks of
 `block_length`, denoised left to right, `steps_per_block` steps each. The *canvas* is what is not yet
@@ -6,6 +6,11 @@ committed: the current block followed by the masked future blocks. Each step the
 prompt + committed + canvas; `step()` takes the logits of the current block's positions and
 unmasks some of them. When the block has no mask left it is committed (emitted to vLLM as sampled
 tokens, which become part of the request's sequence) and the canvas moves on to the next block.
+
+With `threshold` (Fast-dLLM parallel decoding) a step commits every masked position whose confidence
+reaches the threshold (always at least the most confident one), so a block can finish in fewer
+steps; without it, the model family's schedule decides how many positions each step commits. A
+block also finishes early once no mask is left (the remaining reference steps would commit nothing).
 
 Because a committed block never changes again, a request preempted and recomputed resumes at the
 start of its current block and reproduces the same greedy output.
@@ -80,20 +85,30 @@ class RequestDecodeState:
         else:
             self._dream_step(block, is_masked, block_logits)
         self.step_in_block += 1
-        if self.step_in_block < p.steps_per_block:
+        masks_left = bool((block == self.mask_token_id).any())
+        if masks_left and self.step_in_block < p.steps_per_block:
             return None
+        if masks_left and p.threshold is not None:
+            return None  # threshold decoding runs until the block is filled
         committed = block.clone()
-        assert not bool((committed == self.mask_token_id).any()), "block ended with masks left"
+        assert not masks_left, "block ended with masks left"
         self.canvas = self.canvas[self.block_length :]
         self.num_committed += self.block_length
         self.step_in_block = 0
         return committed
 
     def _commit_top(self, block, is_masked, x0, confidence, k: int) -> None:
+        p = self.params
+        confidence = torch.where(is_masked, confidence, torch.full_like(confidence, -torch.inf))
+        if p.threshold is not None:
+            # Fast-dLLM: the most confident position, plus every one at or above the threshold.
+            index = (is_masked & (confidence >= p.threshold)).nonzero().squeeze(-1)
+            block[index] = x0[index]
+            top = confidence.argmax()
+            block[top] = x0[top]
+            return
         if k <= 0:
             return
-        confidence = torch.where(is_masked, confidence, torch.full_like(confidence, -torch.inf))
-        p = self.params
         if p.family == "dream" and p.alg_temp > 0:
             weights = torch.softmax(confidence / p.alg_temp, dim=-1)
             index = torch.multinomial(weights, k, generator=self.generator)
@@ -105,7 +120,8 @@ class RequestDecodeState:
         p = self.params
         x0, confidence = llada_propose(logits, p.remasking, p.temperature, self.generator)
         x0 = torch.where(is_masked, x0, block)
-        self._commit_top(block, is_masked, x0, confidence, self._transfer_schedule[self.step_in_block])
+        k = 0 if p.threshold is not None else self._transfer_schedule[self.step_in_block]
+        self._commit_top(block, is_masked, x0, confidence, k)
 
     def _dream_step(self, block, is_masked, logits) -> None:
         p = self.params
@@ -131,5 +147,7 @@ class RequestDecodeState:
         x0[masked_idx] = x0_masked
         confidence = torch.full(block.shape, -torch.inf, device=logits.device)
         confidence[masked_idx] = conf_masked
-        k = dream_num_transfer_tokens(masked_idx.numel(), self.step_in_block, p.steps_per_block)
+        k = 0
+        if p.threshold is None:
+            k = dream_num_transfer_tokens(masked_idx.numel(), self.step_in_block, p.steps_per_block)
         self._commit_top(block, is_masked, x0, confidence, k)

@@ -1,16 +1,27 @@
 """The denoising scheduler: vLLM's scheduler with a dLLM's notion of what must be computed.
 
 Each running request's masked canvas (max_tokens minus the committed tokens) rides on vLLM's
-speculative-decoding path as draft tokens: the scheduler gives every request that many draft slots
+speculative-decoding path as draft tokens: the scheduler gives every request draft slots
 (placeholders; the runner fills in the canvas) and a step commits no token unless a block finishes
-(`num_sampled_tokens_per_step = 0`). A request's KV depends on every token of its sequence, masked
-canvas included, so in cache mode `none` each step recomputes the whole sequence: before scheduling,
-`num_computed_tokens` is reset to 0 and vLLM's scheduler then schedules prompt + committed tokens +
-canvas. Everything else (admission, KV block allocation, preemption, stop checks on committed
-tokens, finishing) is vLLM's own.
+(`num_sampled_tokens_per_step = 0`). What one step computes depends on the cache mode:
+
+  full pass   prompt + committed + whole canvas, `num_computed_tokens` reset to 0. Every step of
+              cache `none`; the first step of each block (the "refresh") for `prefix` / `dual`.
+  prefix      canvas only (current block + masked suffix), against the prefix KV the refresh pass
+              left in the paged cache.
+  dual        current block only, against the cached prefix and the cached suffix (the runner
+              extends the attention range over the suffix, `runner.model_state`).
+
+A refresh is due when the request has committed a block since its last full pass, or its KV is gone
+(new or preempted request). Everything else (admission, KV block allocation, preemption, stop checks
+on committed tokens, finishing) is vLLM's own.
 """
 
 from vllm.v1.core.sched.scheduler import Scheduler
+
+from vllm_dlm.config import DecodingParams, resolve_decoding_params
+from vllm_dlm.engine.config_hook import server_defaults
+from vllm_dlm.models import model_family
 
 CANVAS_PLACEHOLDER = -1  # draft ids are never read: the runner keeps the real canvas
 
@@ -19,10 +30,54 @@ class DiffusionScheduler(Scheduler):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.num_sampled_tokens_per_step = 0  # no bonus token: only finished blocks are emitted
+        self._family = model_family(self.vllm_config.model_config.hf_config)
+        self._defaults = server_defaults(self.vllm_config)
+        self._params: dict[str, DecodingParams] = {}
+        # req_id -> num_output_tokens at its last scheduled full pass (its KV is valid for that block)
+        self._refreshed_at: dict[str, int] = {}
+        self.num_refresh_passes = 0
+
+    def _decoding_params(self, request) -> DecodingParams:
+        params = self._params.get(request.request_id)
+        if params is None:
+            sp = request.sampling_params
+            params = resolve_decoding_params(
+                self._family, max_tokens=sp.max_tokens, extra_args=sp.extra_args,
+                temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k, seed=sp.seed,
+                defaults=self._defaults,
+            )
+            self._params[request.request_id] = params
+        return params
 
     def schedule(self, *args, **kwargs):
+        full_pass: dict[str, int] = {}
         for request in self.running:
-            request.num_computed_tokens = 0
-            canvas_length = max(request.max_tokens - request.num_output_tokens, 0)
+            params = self._decoding_params(request)
+            committed = request.num_output_tokens
+            canvas_length = max(request.max_tokens - committed, 0)
+            refresh = params.cache == "none" or self._refreshed_at.get(request.request_id) != committed
+            if refresh:
+                request.num_computed_tokens = 0
+                full_pass[request.request_id] = committed
+            elif params.cache == "dual":
+                canvas_length = min(canvas_length, params.block_length)
             request.spec_token_ids = [CANVAS_PLACEHOLDER] * canvas_length
-        return super().schedule(*args, **kwargs)
+        output = super().schedule(*args, **kwargs)
+        for req_id, committed in full_pass.items():
+            request = self.requests[req_id]
+            scheduled = output.num_scheduled_tokens.get(req_id, 0)
+            if scheduled == request.num_tokens + request.max_tokens - committed:
+                self._refreshed_at[req_id] = committed
+                self.num_refresh_passes += 1
+            else:  # not scheduled, or cut by the token budget: refresh again next step
+                self._refreshed_at.pop(req_id, None)
+        return output
+
+    def _preempt_request(self, request, timestamp: float) -> None:
+        self._refreshed_at.pop(request.request_id, None)
+        super()._preempt_request(request, timestamp)
+
+    def _free_request(self, request, *args, **kwargs):
+        self._refreshed_at.pop(request.request_id, None)
+        self._params.pop(request.request_id, None)
+        return super()._free_request(request, *args, **kwargs)

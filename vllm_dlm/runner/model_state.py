@@ -1,14 +1,19 @@
 """Model Runner V2 hooks for LLaDA and Dream.
 
-Data flow of one engine step (cache mode `none`), per request:
-  scheduler  -> query = prompt + committed tokens + canvas, all recomputed (num_computed reset to 0,
-                `engine.scheduler.DiffusionScheduler`); the canvas rides on vLLM's draft-token slots
+Data flow of one engine step, per request:
+  scheduler  -> a full pass (prompt + committed + canvas, from position 0) or a cached step (canvas,
+                or for `dual` just the current block); see `engine.scheduler.DiffusionScheduler`.
+                The canvas rides on vLLM's draft-token slots.
   runner     -> input ids: prompt/committed from `all_token_ids`, canvas from `draft_tokens`
-  prepare_inputs (here) -> logits only at the current block's positions (Dream: shifted by one)
-  prepare_attn   (here) -> bidirectional attention over the request's own tokens
-  sampler        (`runner.sampler`) -> one denoising step per request; a finished block is emitted
+  preprocess_state (here) -> classify each row (`StepKind`), from what was scheduled
+  prepare_attn     (here) -> bidirectional attention; a `dual` cached step also reads the cached
+                             suffix (seq_len extended past the query)
+  prepare_inputs   (here) -> logits only at the current block's positions (Dream: shifted by one)
+  sampler          (`runner.sampler`) -> one denoising step per request; a finished block is emitted
 """
 
+import enum
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,23 @@ from vllm_dlm.models import model_family
 logger = init_logger(__name__)
 
 
+class StepKind(enum.Enum):
+    PREFILL = "prefill"  # prompt only (first step of a new or resumed request): no logits
+    FULL = "full"  # whole sequence recomputed from position 0
+    CACHED = "cached"  # canvas (prefix) or block (dual) against cached KV
+    SKIP = "skip"  # scheduled without its whole canvas (token budget): wasted, redone next step
+
+
+@dataclass
+class RowPlan:
+    row: int
+    state: RequestDecodeState | None
+    kind: StepKind
+    num_computed: int  # tokens already in the KV cache before this step
+    num_drafts: int
+    suffix_in_cache: int = 0  # dual cached step: canvas positions after the block, read from cache
+
+
 class DiffusionLMModelState(DefaultModelState):
     def __init__(self, vllm_config, model, encoder_cache, device) -> None:
         super().__init__(vllm_config, model, encoder_cache, device)
@@ -38,8 +60,8 @@ class DiffusionLMModelState(DefaultModelState):
         self.defaults = server_defaults(vllm_config)
         self.requests: dict[int, RequestDecodeState] = {}  # req_states slot -> state
         self._slot_of: dict[str, int] = {}
-        # Batch rows whose current-block logits this step computes, in logits order.
-        self.denoising_rows: list[int] = []
+        # This step's plan per batch row (set in preprocess_state).
+        self.plan: list[RowPlan] = []
 
     def get_supported_generation_tasks(self):
         return ("generate",)
@@ -76,25 +98,39 @@ class DiffusionLMModelState(DefaultModelState):
         if slot is not None:
             self.requests.pop(slot, None)
 
-    def prepare_inputs(self, input_batch, req_states) -> dict[str, Any]:
-        """Point `logits_indices` at each denoising request's current block."""
-        self.denoising_rows = []
+    def preprocess_state(self, input_batch, block_tables, kv_cache_config, num_computed_tokens):
+        """Classify each row of a real batch from what the scheduler gave it."""
         num_drafts = input_batch.num_draft_tokens_per_req
-        if num_drafts is None:
-            return {}
-        indices: list[np.ndarray] = []
-        query_end = input_batch.query_start_loc_np[1 : input_batch.num_reqs + 1]
+        self.plan = []
         for row in range(input_batch.num_reqs):
             state = self.requests.get(int(input_batch.idx_mapping_np[row]))
-            if state is None or num_drafts[row] == 0:
-                continue
-            if num_drafts[row] != state.canvas_length:
-                # Scheduled without its whole canvas (token budget): this pass is wasted and the
-                # request is recomputed next step.
-                continue
-            block_start = int(query_end[row]) - state.canvas_length - self.logits_shift
-            indices.append(np.arange(block_start, block_start + state.block_length))
-            self.denoising_rows.append(row)
+            drafts = 0 if num_drafts is None else int(num_drafts[row])
+            computed = int(input_batch.num_computed_tokens_np[row])
+            plan = RowPlan(row, state, StepKind.SKIP, computed, drafts)
+            if state is None or drafts == 0:
+                plan.kind = StepKind.PREFILL
+            elif computed == 0:
+                if drafts == state.canvas_length:
+                    plan.kind = StepKind.FULL
+            elif state.params.cache == "prefix" and drafts == state.canvas_length:
+                plan.kind = StepKind.CACHED
+            elif state.params.cache == "dual" and drafts == state.block_length:
+                plan.kind = StepKind.CACHED
+                plan.suffix_in_cache = state.canvas_length - state.block_length
+            self.plan.append(plan)
+
+    def denoising_plans(self) -> list[RowPlan]:
+        return [p for p in self.plan if p.kind in (StepKind.FULL, StepKind.CACHED)]
+
+    def prepare_inputs(self, input_batch, req_states) -> dict[str, Any]:
+        """Point `logits_indices` at each denoising request's current block (it starts at the
+        first draft slot; Dream reads one position earlier)."""
+        query_end = input_batch.query_start_loc_np[1 : input_batch.num_reqs + 1]
+        indices = [
+            np.arange(start, start + p.state.block_length)
+            for p in self.denoising_plans()
+            for start in [int(query_end[p.row]) - p.num_drafts - self.logits_shift]
+        ]
         flat = np.concatenate(indices) if indices else np.zeros(1, dtype=np.int64)
         input_batch.logits_indices = torch.from_numpy(flat.astype(np.int64)).to(self.device)
         return {}
@@ -115,7 +151,14 @@ class DiffusionLMModelState(DefaultModelState):
         else:
             num_reqs = input_batch.num_reqs
             num_tokens = input_batch.num_tokens
+        seq_lens = input_batch.seq_lens
         seq_lens_cpu = input_batch.seq_lens_cpu_upper_bound
+        suffix = np.zeros(seq_lens_cpu.shape[0], dtype=np.int32)
+        for p in self.plan if not for_capture else []:
+            suffix[p.row] = p.suffix_in_cache
+        if suffix.any():
+            seq_lens_cpu = seq_lens_cpu + torch.from_numpy(suffix)
+            seq_lens = seq_lens + torch.from_numpy(suffix[: seq_lens.shape[0]]).to(seq_lens.device)
         return build_attn_metadata(
             attn_groups=attn_groups,
             num_reqs=num_reqs,
@@ -123,7 +166,7 @@ class DiffusionLMModelState(DefaultModelState):
             query_start_loc_gpu=input_batch.query_start_loc[: num_reqs + 1],
             query_start_loc_cpu=torch.from_numpy(input_batch.query_start_loc_np[: num_reqs + 1]),
             max_query_len=int(input_batch.num_scheduled_tokens.max()),
-            seq_lens=input_batch.seq_lens,
+            seq_lens=seq_lens,
             max_seq_len=self.max_model_len if for_capture else int(seq_lens_cpu[:num_reqs].max()),
             block_tables=block_tables,
             slot_mappings=slot_mappings,

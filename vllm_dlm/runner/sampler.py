@@ -4,8 +4,9 @@ Replaces vLLM's token sampler through `ModelState.custom_sampler`. Inputs: logit
 request's current block, in `DiffusionLMModelState.denoising_rows` order. Outputs (SamplerOutput):
   sampled_token_ids [num_reqs, max_gen_len]: a block's tokens on the step that completes it
   num_sampled       [num_reqs]: block_length on that step, else 0
-  num_rejected      [num_reqs]: the whole query, so the runner's num_computed_tokens stays 0 and the
-                    next step recomputes the sequence (cache mode `none`)
+  num_rejected      [num_reqs]: what the runner must roll back so its num_computed_tokens matches the
+                    next step: 0 before a full pass (cache `none`, a block just committed, or a
+                    wasted step), else the cached prefix (the drafts are never kept)
 The remaining canvas is written to the runner's draft-token buffer, which feeds the next step.
 """
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 
 from vllm.v1.worker.gpu.sample.output import SamplerOutput
+
+from vllm_dlm.runner.model_state import StepKind
 
 # The runner reads `sampler.penalties_state.output_bin_counts`; None means "no penalties".
 _NO_PENALTIES = SimpleNamespace(output_bin_counts=None)
@@ -42,36 +45,43 @@ class DiffusionLMSampler:
 
     def __call__(self, logits: torch.Tensor, input_batch, draft_logits=None) -> SamplerOutput:
         num_reqs = input_batch.num_reqs
-        states = self.model_state.requests
         sampled = self._sampled[:num_reqs]
         sampled.zero_()
         num_sampled_np = np.zeros(num_reqs, dtype=np.int32)
 
-        offset = 0
-        for row in self.model_state.denoising_rows:
-            state = states[int(input_batch.idx_mapping_np[row])]
-            block_length = state.block_length
-            committed = state.step(logits[offset : offset + block_length])
-            offset += block_length
-            if committed is not None:
-                sampled[row, :block_length] = committed.to(sampled.dtype)
-                num_sampled_np[row] = block_length
-        self.model_state.denoising_rows = []
-
-        # The next step's canvas, for every request in the batch (new ones included).
-        draft_tokens = self.req_states.draft_tokens
-        for row in range(num_reqs):
-            slot = int(input_batch.idx_mapping_np[row])
-            state = states.get(slot)
-            if state is not None and state.canvas_length > 0:
-                draft_tokens[slot, : state.canvas_length] = state.canvas
-
         query_lens = np.diff(input_batch.query_start_loc_np[: num_reqs + 1]).astype(np.int32)
+        num_rejected_np = np.zeros(num_reqs, dtype=np.int32)
+        offset = 0
+        for plan in self.model_state.plan:
+            state, row = plan.state, plan.row
+            committed = None
+            if plan.kind in (StepKind.FULL, StepKind.CACHED):
+                block_length = state.block_length
+                committed = state.step(logits[offset : offset + block_length])
+                offset += block_length
+                if committed is not None:
+                    sampled[row, :block_length] = committed.to(sampled.dtype)
+                    num_sampled_np[row] = block_length
+            next_is_full_pass = (
+                plan.kind in (StepKind.PREFILL, StepKind.SKIP)
+                or committed is not None
+                or state is None
+                or state.params.cache == "none"
+            )
+            if next_is_full_pass:  # roll back everything, including what was cached before
+                num_rejected_np[row] = query_lens[row] + plan.num_computed
+            else:  # keep the prefix, drop the recomputed canvas
+                num_rejected_np[row] = plan.num_drafts - num_sampled_np[row]
+            if state is not None and state.canvas_length > 0:  # the next step's canvas
+                slot = int(input_batch.idx_mapping_np[row])
+                self.req_states.draft_tokens[slot, : state.canvas_length] = state.canvas
+        self.model_state.plan = []
+
         device = logits.device
         return SamplerOutput(
             sampled_token_ids=sampled,
             logprobs_tensors=None,
             num_nans=None,
             num_sampled=torch.from_numpy(num_sampled_np).to(device),
-            num_rejected=torch.from_numpy(query_lens).to(device),
+            num_rejected=torch.from_numpy(num_rejected_np).to(device),
         )
