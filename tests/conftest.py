@@ -9,7 +9,15 @@ import os
 import pytest
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Kernels called in this process run under Triton's interpreter; the variable must be set before
+# Triton is first imported (vLLM's engine processes inherit it from the plugin's CPU mode).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+
+import vllm_dlm  # noqa: E402
+
+# What vLLM does in every process it starts; here so kernels imported by tests see CPU mode.
+vllm_dlm.register()
 
 # head_dim must be one vLLM's CPU attention supports (32, 64, ...): hidden 128, 4 heads.
 TINY = dict(num_layers=2, hidden_size=128, num_heads=4, intermediate_size=256, max_position=512)

@@ -9,11 +9,12 @@ def register_all() -> None:
     from vllm import ModelRegistry
     from vllm.model_executor.models.config import MODELS_CONFIG_MAP
 
-    from vllm_dlm import compat
+    from vllm_dlm import attention, compat
     from vllm_dlm.engine.config_hook import DiffusionLMConfig
     from vllm_dlm.models.configs import DreamConfig, LLaDAConfig
 
     compat.apply_all()
+    attention.register()
     for config_cls in (LLaDAConfig, DreamConfig):
         try:
             AutoConfig.register(config_cls.model_type, config_cls)

@@ -11,9 +11,10 @@ def apply_all() -> None:
     global _applied
     if _applied:
         return
-    from vllm_dlm.compat import cpu_triton, openai_knobs, request_validation
+    from vllm_dlm.compat import cpu_attention, cpu_triton, openai_knobs, request_validation
 
     cpu_triton.enable_if_cpu()
+    cpu_attention.install()
     request_validation.install()
     openai_knobs.install()
     _applied = True

@@ -5,8 +5,12 @@ for diffusion models, and V2's input preparation is written in Triton. On the CP
 `HAS_TRITON` gate (vllm/triton_utils/importing.py) says False (no active GPU driver, no Triton CPU
 backend) and swaps `triton`/`tl` for placeholders. With `TRITON_INTERPRET=1`, stock Triton runs
 those kernels with NumPy on CPU tensors, so here we set that variable and point vLLM's Triton
-handles back at the real modules. This must run before vLLM imports the V2 runner (it does: the
-plugin is loaded before the worker builds its model runner). GPU platforms are left untouched.
+handles back at the real modules. Triton reads the variable when it is first imported, which in the
+process that loads the plugin first has already happened; vLLM's engine-core and worker processes
+are started after it and inherit it, and they are where kernels run. (Calling our kernels directly
+in a CPU process needs TRITON_INTERPRET=1 in the environment from the start, as tests/conftest.py
+sets it.) This must run before vLLM imports the V2 runner (it does: the plugin is loaded before the
+worker builds its model runner). GPU platforms are left untouched.
 
 Breaks if: vLLM moves `HAS_TRITON`/`triton`/`tl` out of `vllm.triton_utils`, or imports V2 runner
 modules before general plugins load.
@@ -17,7 +21,7 @@ import sys
 
 from vllm.logger import init_logger
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.dlm.{__name__}")
 
 
 def enable_if_cpu() -> None:

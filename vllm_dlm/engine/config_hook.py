@@ -18,7 +18,7 @@ from vllm.model_executor.models.config import VerifyAndUpdateConfig
 
 from vllm_dlm.config import DEFAULT_MAX_GEN_LEN, ServerDefaults, parse_server_defaults
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.dlm.{__name__}")
 
 SCHEDULER_CLS = "vllm_dlm.engine.scheduler.DiffusionScheduler"
 DEFAULT_MAX_NUM_SEQS = 64

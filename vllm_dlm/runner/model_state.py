@@ -29,7 +29,7 @@ from vllm_dlm.decoding.state import RequestDecodeState
 from vllm_dlm.engine.config_hook import server_defaults
 from vllm_dlm.models import model_family
 
-logger = init_logger(__name__)
+logger = init_logger(f"vllm.dlm.{__name__}")
 
 
 class StepKind(enum.Enum):
@@ -50,6 +50,11 @@ class RowPlan:
 
 
 class DiffusionLMModelState(DefaultModelState):
+    # No "bonus" token after the drafts: a step's only outputs are finished blocks. (With vLLM's
+    # default of 1 the runner would write the last committed token in front of the canvas, which
+    # for a cached step is the previous request's last query slot.)
+    num_new_sampled_tokens_per_step: int = 0
+
     def __init__(self, vllm_config, model, encoder_cache, device) -> None:
         super().__init__(vllm_config, model, encoder_cache, device)
         hf_config = self.model_config.hf_config

@@ -1,0 +1,60 @@
+"""Triton paged attention vs its torch reference, on fresh random inputs of awkward sizes
+(shuffled pages, query lengths and key lengths not multiples of the tiles, GQA)."""
+
+import pytest
+import torch
+
+from vllm_dlm.attention.ops.paged_attention import paged_attention
+from vllm_dlm.attention.ops.reference import paged_attention_reference, write_kv_reference
+
+TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 2e-2}
+
+
+def make_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, dtype, device="cpu"):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    num_pages_per_req = [-(-n // page_size) for n in kv_lens]
+    total_pages = sum(num_pages_per_req) + 3
+    perm = torch.randperm(total_pages, generator=g)  # pages scattered through the pool
+    block_table = torch.zeros(len(q_lens), max(num_pages_per_req), dtype=torch.int32)
+    used = 0
+    for r, n in enumerate(num_pages_per_req):
+        block_table[r, :n] = perm[used : used + n].int()
+        used += n
+    k_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
+    v_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
+    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype)
+    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    seq_lens = torch.tensor(kv_lens, dtype=torch.int32)
+    return [t.to(device) for t in (q, k_cache, v_cache, block_table, qsl, seq_lens)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(
+    "q_lens, kv_extra, num_heads, num_kv_heads, head_dim, page_size",
+    [
+        ([1, 7, 23], [0, 5, 40], 4, 4, 32, 16),
+        ([19, 3], [13, 0], 8, 2, 64, 16),
+        ([33], [70], 4, 1, 32, 32),
+        ([5, 16, 2, 9], [27, 0, 1, 16], 6, 3, 48, 16),
+    ],
+)
+def test_paged_attention_matches_reference(causal, q_lens, kv_extra, num_heads, num_kv_heads, head_dim, page_size):
+    kv_lens = [q + e for q, e in zip(q_lens, kv_extra)]
+    q, k_cache, v_cache, bt, qsl, seq_lens = make_batch(
+        q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, torch.float32
+    )
+    scale = head_dim**-0.5
+    out = torch.full_like(q, float("nan"))  # poisoned: every row must be written
+    paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, max(q_lens), scale, causal, out=out)
+    ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, scale, causal)
+    torch.testing.assert_close(out, ref, atol=TOLERANCE[torch.float32], rtol=TOLERANCE[torch.float32])
+
+
+def test_write_kv_reference_scatters_to_slots_and_skips_padding():
+    k_cache = torch.zeros(4, 16, 2, 8)
+    v_cache = torch.zeros(4, 16, 2, 8)
+    key, value = torch.randn(3, 2, 8), torch.randn(3, 2, 8)
+    write_kv_reference(key, value, k_cache, v_cache, torch.tensor([17, -1, 63]))
+    torch.testing.assert_close(k_cache[1, 1], key[0])
+    torch.testing.assert_close(v_cache[3, 15], value[2])
+    assert int((k_cache != 0).any(-1).any(-1).sum()) == 2

@@ -1,0 +1,121 @@
+"""Bidirectional (or causal) attention over vLLM's paged KV cache, batched across requests of
+different lengths (Triton). Twin: `reference.paged_attention_reference`.
+
+One program = (query tile of BLOCK_M, query head, request); it walks the request's keys in tiles of
+BLOCK_N, gathering them through the block table, with an online softmax in float32. Grouped-query
+attention maps query head h to KV head h // (Hq / Hkv).
+"""
+
+import torch
+
+from vllm.triton_utils import tl, triton
+
+
+@triton.jit
+def _paged_attention_kernel(
+    Q, K_cache, V_cache, Out, block_table, query_start_loc, seq_lens, scale,
+    stride_qt, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
+    stride_ot, stride_oh, stride_bt,
+    PAGE_SIZE: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+):
+    m_tile = tl.program_id(0)
+    head = tl.program_id(1)
+    req = tl.program_id(2)
+    q_start = tl.load(query_start_loc + req)
+    q_len = tl.load(query_start_loc + req + 1) - q_start
+    if m_tile * BLOCK_M >= q_len:
+        return
+    kv_len = tl.load(seq_lens + req)
+    kv_head = head // GROUP
+
+    offs_m = m_tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_valid = offs_m < q_len
+    d_valid = offs_d < HEAD_DIM
+    q = tl.load(
+        Q + (q_start + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
+        mask=m_valid[:, None] & d_valid[None, :], other=0.0,
+    )
+    q_pos = kv_len - q_len + offs_m
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    kv_end = kv_len
+    if CAUSAL:
+        kv_end = tl.minimum(kv_len, kv_len - q_len + (m_tile + 1) * BLOCK_M)
+    for start_n in range(0, kv_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_valid = offs_n < kv_len
+        page = tl.load(block_table + req * stride_bt + offs_n // PAGE_SIZE, mask=n_valid, other=0)
+        in_page = offs_n % PAGE_SIZE
+        kv_mask = n_valid[:, None] & d_valid[None, :]
+        k = tl.load(
+            K_cache + page[:, None] * stride_kp + in_page[:, None] * stride_ks
+            + kv_head * stride_kh + offs_d[None, :],
+            mask=kv_mask, other=0.0,
+        )
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        valid = n_valid[None, :]
+        if CAUSAL:
+            valid = valid & (offs_n[None, :] <= q_pos[:, None])
+        s = tl.where(valid, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        v = tl.load(
+            V_cache + page[:, None] * stride_vp + in_page[:, None] * stride_vs
+            + kv_head * stride_vh + offs_d[None, :],
+            mask=kv_mask, other=0.0,
+        )
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    tl.store(
+        Out + (q_start + offs_m)[:, None] * stride_ot + head * stride_oh + offs_d[None, :],
+        out.to(Out.dtype.element_ty), mask=m_valid[:, None] & d_valid[None, :],
+    )
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    max_query_len: int,
+    scale: float,
+    causal: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """q [T, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; block_table [R, max_pages]
+    (int32); query_start_loc [R+1]; seq_lens [R]. Returns out [T, Hq, D] (q's dtype)."""
+    num_tokens, num_heads, head_dim = q.shape
+    num_pages, page_size, num_kv_heads, kv_dim = k_cache.shape
+    if kv_dim != head_dim or v_cache.shape != k_cache.shape:
+        raise ValueError(f"cache shapes {tuple(k_cache.shape)}/{tuple(v_cache.shape)} do not fit q {tuple(q.shape)}")
+    if num_heads % num_kv_heads:
+        raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("head_dim must be contiguous")
+    if out is None:
+        out = torch.empty_like(q)
+    num_reqs = block_table.shape[0]
+    if num_reqs == 0 or num_tokens == 0:
+        return out
+    on_gpu = q.is_cuda
+    block_m = 64 if on_gpu else 16
+    block_n = 64 if on_gpu else 16
+    grid = (triton.cdiv(max_query_len, block_m), num_heads, num_reqs)
+    _paged_attention_kernel[grid](
+        q, k_cache, v_cache, out, block_table, query_start_loc, seq_lens, scale,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), out.stride(0), out.stride(1),
+        block_table.stride(0),
+        PAGE_SIZE=page_size, GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim,
+        BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
+    )
+    return out
