@@ -1,8 +1,10 @@
-"""End-to-end decoding throughput through `LLM.generate` (dummy weights, official 8B shapes).
+"""End-to-end decoding throughput through `LLM.generate` (dummy weights, official 8B shapes),
+comparing decoding variants side by side in one engine.
 
-Prints a table and writes benchmarks/results/e2e_<tag>.json. Usage (GPU machine):
-    python -m benchmarks.bench_e2e --model llada --prompt-len 1024 --gen 256 --block 32 \
-        --steps 256 --batch 1 8 --tag vertical_slice
+A variant is `cache[:threshold]`, e.g. `none`, `prefix`, `dual`, `dual:0.9`. Prints a table and
+writes benchmarks/results/e2e_<tag>.json. Example (GPU machine):
+    python -m benchmarks.bench_e2e --prompt-len 1024 4096 --gen 256 --block 32 --steps 256 \
+        --variants none prefix dual dual:0.9 --batch 1 --tag cache_modes
 """
 
 import argparse
@@ -13,6 +15,14 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
+def parse_variant(text: str) -> dict:
+    cache, _, threshold = text.partition(":")
+    extra = {"cache": cache}
+    if threshold:
+        extra["threshold"] = float(threshold)
+    return extra
+
+
 def run(args) -> list[dict]:
     import torch
     from vllm import LLM, SamplingParams
@@ -20,78 +30,72 @@ def run(args) -> list[dict]:
     from benchmarks.model_configs import DREAM_7B, LLADA_8B, write_config_dir
 
     config = LLADA_8B if args.model == "llada" else DREAM_7B
-    max_len = args.prompt_len + args.gen + 64
+    max_len = max(args.prompt_len) + args.gen + 64
     llm = LLM(
         model=write_config_dir(config, max_len),
         load_format="dummy",
         skip_tokenizer_init=True,
         dtype="bfloat16",
         max_model_len=max_len,
+        max_num_seqs=max(args.batch),
         enforce_eager=not args.compile,
         gpu_memory_utilization=args.gpu_memory_utilization,
         attention_backend=args.attention_backend,
         seed=0,
     )
-    vocab = 100000
     rows = []
-    for cache in args.cache:
-        for batch in args.batch:
-            prompts = [
-                {"prompt_token_ids": [(7 * i + 13 * j) % vocab + 10 for j in range(args.prompt_len)]}
-                for i in range(batch)
-            ]
-            params = SamplingParams(
-                max_tokens=args.gen,
-                temperature=0.0,
-                ignore_eos=True,
-                extra_args={"steps": args.steps, "block_length": args.block, "cache": cache},
-            )
-            warm = SamplingParams(
-                max_tokens=args.block, temperature=0.0, ignore_eos=True,
-                extra_args={"steps": 2, "block_length": args.block, "cache": cache},
-            )
-            llm.generate(prompts[:1], warm, use_tqdm=False)
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            outs = llm.generate(prompts, params, use_tqdm=False)
-            torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-            generated = sum(len(o.outputs[0].token_ids) for o in outs)
-            rows.append(
-                {
-                    "model": args.model,
-                    "cache": cache,
-                    "batch": batch,
-                    "prompt_len": args.prompt_len,
-                    "gen": args.gen,
-                    "block": args.block,
-                    "steps": args.steps,
-                    "seconds": seconds,
+    for prompt_len in args.prompt_len:
+        for variant in args.variants:
+            extra = parse_variant(variant)
+            for batch in args.batch:
+                prompts = [
+                    {"prompt_token_ids": [(7 * i + 13 * j) % 100000 + 10 for j in range(prompt_len)]}
+                    for i in range(batch)
+                ]
+                params = SamplingParams(
+                    max_tokens=args.gen, temperature=0.0, ignore_eos=True,
+                    extra_args={"steps": args.steps, "block_length": args.block, **extra},
+                )
+                warm = SamplingParams(
+                    max_tokens=args.block, temperature=0.0, ignore_eos=True,
+                    extra_args={"steps": 2, "block_length": args.block, **extra},
+                )
+                llm.generate(prompts[:1], warm, use_tqdm=False)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                outs = llm.generate(prompts, params, use_tqdm=False)
+                torch.cuda.synchronize()
+                seconds = time.perf_counter() - start
+                generated = sum(len(o.outputs[0].token_ids) for o in outs)
+                row = {
+                    "model": args.model, "variant": variant, "batch": batch,
+                    "prompt_len": prompt_len, "gen": args.gen, "block": args.block,
+                    "steps": args.steps, "seconds": seconds,
                     "tokens_per_s": generated / seconds,
                     "ms_per_step": 1000 * seconds / args.steps,
                     "device": torch.cuda.get_device_name(),
                     "attention_backend": args.attention_backend or "default",
+                    "first_tokens": list(outs[0].outputs[0].token_ids[:8]),
                 }
-            )
-            r = rows[-1]
-            print(
-                f"{r['model']:6s} cache={cache:6s} batch={batch:3d} prompt={args.prompt_len} "
-                f"gen={args.gen} steps={args.steps}: {r['tokens_per_s']:8.1f} tok/s "
-                f"{r['ms_per_step']:7.2f} ms/step",
-                flush=True,
-            )
+                rows.append(row)
+                print(
+                    f"{args.model:6s} {variant:10s} batch={batch:3d} prompt={prompt_len:6d} "
+                    f"gen={args.gen} steps={args.steps}: {row['tokens_per_s']:9.1f} tok/s "
+                    f"{row['seconds']:8.2f} s",
+                    flush=True,
+                )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", choices=["llada", "dream"], default="llada")
-    parser.add_argument("--prompt-len", type=int, default=1024)
+    parser.add_argument("--prompt-len", type=int, nargs="+", default=[1024])
     parser.add_argument("--gen", type=int, default=256)
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--steps", type=int, default=256)
     parser.add_argument("--batch", type=int, nargs="+", default=[1])
-    parser.add_argument("--cache", nargs="+", default=["none"])
+    parser.add_argument("--variants", nargs="+", default=["none"])
     parser.add_argument("--attention-backend", default=None)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.85)

@@ -9,7 +9,8 @@
 - Prefix caching is off: a token's KV depends on the tokens after it (bidirectional attention).
 - A request's full pass (prompt + generation) is never chunked: chunked prefill is off and the
   token budget holds at least one max_model_len sequence.
-- CUDA graphs are off: query lengths change every step.
+- CUDA graphs are piecewise only (attention runs eagerly between graphs): full-batch graphs would
+  need fixed query shapes, while a dLLM step's shape depends on each request's cache mode and block.
 """
 
 from vllm.config.compilation import CUDAGraphMode
@@ -54,7 +55,8 @@ class DiffusionLMConfig(VerifyAndUpdateConfig):
         if sched.max_num_seqs >= SchedulerConfig.DEFAULT_MAX_NUM_SEQS:
             sched.max_num_seqs = DEFAULT_MAX_NUM_SEQS
         vllm_config.cache_config.enable_prefix_caching = False
-        vllm_config.compilation_config.cudagraph_mode = CUDAGraphMode.NONE
+        if vllm_config.compilation_config.cudagraph_mode != CUDAGraphMode.NONE:
+            vllm_config.compilation_config.cudagraph_mode = CUDAGraphMode.PIECEWISE
         if not vllm_config.use_v2_model_runner:
             raise ValueError(
                 "vllm-dlm needs Model Runner V2 (its ModelState hooks); do not set "
