@@ -19,6 +19,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--variants", nargs="+", default=["dual", "prefix"])
     parser.add_argument("--attention-backend", default=None)
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -30,7 +31,7 @@ def main() -> None:
 
     max_len = max(args.context) + args.block + 64
     llm = LLM(model=write_config_dir(LLADA_8B, max_len), load_format="dummy", skip_tokenizer_init=True,
-              dtype="bfloat16", max_model_len=max_len, max_num_seqs=4, enforce_eager=True,
+              dtype="bfloat16", max_model_len=max_len, max_num_seqs=4, enforce_eager=not args.compile,
               gpu_memory_utilization=0.9, attention_backend=args.attention_backend, seed=0)
     rows = []
     for context in args.context:

@@ -23,6 +23,13 @@ def parse_variant(text: str) -> dict:
     return extra
 
 
+def save(args, rows) -> Path:
+    out = Path(args.out) / f"e2e_{args.tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    return out
+
+
 def run(args) -> list[dict]:
     import torch
     from vllm import LLM, SamplingParams
@@ -78,6 +85,7 @@ def run(args) -> list[dict]:
                     "first_tokens": list(outs[0].outputs[0].token_ids[:8]),
                 }
                 rows.append(row)
+                save(args, rows)  # after every row: a run cut short keeps what it measured
                 print(
                     f"{args.model:6s} {variant:10s} batch={batch:3d} prompt={prompt_len:6d} "
                     f"gen={args.gen} steps={args.steps}: {row['tokens_per_s']:9.1f} tok/s "
@@ -103,10 +111,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     rows = run(args)
-    out = Path(args.out) / f"e2e_{args.tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {save(args, rows)}")
 
 
 if __name__ == "__main__":
