@@ -50,6 +50,14 @@ def test_paged_attention_matches_reference(causal, q_lens, kv_extra, num_heads, 
     torch.testing.assert_close(out, ref, atol=TOLERANCE[torch.float32], rtol=TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paged_attention_low_precision_inputs(dtype):
+    q, k_cache, v_cache, bt, qsl, seq_lens = make_batch([9, 4], [30, 17], 4, 2, 32, 16, dtype)
+    out = paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 9, 32**-0.5)
+    ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5)
+    torch.testing.assert_close(out.float(), ref.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])
+
+
 def test_write_kv_reference_scatters_to_slots_and_skips_padding():
     k_cache = torch.zeros(4, 16, 2, 8)
     v_cache = torch.zeros(4, 16, 2, 8)

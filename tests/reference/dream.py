@@ -12,6 +12,10 @@ from tests.reference._transformer import BidirectionalTransformer
 
 
 class DreamReference(torch.nn.Module):
+    """Dream (Qwen2 blocks: qkv bias, RMSNorm, NeoX rotary, GQA, SiLU-gated MLP) with
+    bidirectional attention, fp32. Logits at position j predict token j + 1 (dream_generate shifts).
+    """
+
     def __init__(self, config: dict, weights: dict):
         super().__init__()
         self.config = config
@@ -40,11 +44,18 @@ class DreamReference(torch.nn.Module):
         return cls(json.loads((path / "config.json").read_text()), load_file(path / "model.safetensors"))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """input_ids [B, L] -> logits [B, L, V] (float32), bidirectional attention."""
         return self.net(input_ids)[0]
 
 
 def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, margin_confidence=False,
                   neg_entropy=False, generator=None):
+    """Dream's sample_tokens. logits [N, V] -> (confidence [N], x0 [N]).
+
+    temperature > 0 divides the logits and samples x0 ~ softmax (confidence = its probability);
+    otherwise x0 is the argmax. top_p / top_k set filtered logits to finfo.min first.
+    margin_confidence: top-1 minus top-2 probability; neg_entropy: sum p log(p + 1e-10).
+    """
     if temperature > 0:
         logits = logits / temperature
     if top_p is not None and top_p < 1:
@@ -76,7 +87,17 @@ def sample_tokens(logits, temperature=0.0, top_p=None, top_k=None, margin_confid
 def dream_generate(model, input_ids, *, max_new_tokens, steps, eps=1e-3, alg="maskgit_plus",
                    alg_temp=0.0, temperature=0.0, top_p=None, top_k=None, mask_token_id,
                    generator=None) -> torch.Tensor:
-    """input_ids [1, P] -> [1, P + max_new_tokens]."""
+    """Dream's diffusion_generate / _sample. input_ids [B, P] -> [B, P + max_new_tokens].
+
+    The whole canvas (prompt + max_new_tokens masks) is denoised over `steps` steps along
+    timesteps linspace(1, eps, steps + 1). Logits are shifted right by one (position j reads the
+    prediction made at j - 1). alg "origin": each mask is revealed with probability 1 - s/t (1 on
+    the last step). Otherwise ("maskgit_plus", "topk_margin", "entropy") int(num_masks * (1 - s/t))
+    masks (all on the last step) with the highest confidence are committed; alg_temp > 0 samples
+    them from softmax(confidence / alg_temp) instead. Random draws come from `generator`.
+    """
+    if alg not in ("origin", "maskgit_plus", "topk_margin", "entropy"):
+        raise RuntimeError(f"Unknown alg: {alg}")
     x = F.pad(input_ids, (0, max_new_tokens), value=mask_token_id)
     timesteps = torch.linspace(1, eps, steps + 1)
     for i in range(steps):
@@ -89,7 +110,9 @@ def dream_generate(model, input_ids, *, max_new_tokens, steps, eps=1e-3, alg="ma
             p_transfer = 1 - s / t if i < steps - 1 else 1
             x0 = torch.zeros_like(x[mask_index]) + mask_token_id
             reveal = torch.rand(x0.shape, generator=generator) < p_transfer
-            _, x0[reveal] = sample_tokens(mask_logits[reveal], temperature, top_p, top_k, generator=generator)
+            if reveal.any():
+                _, x0[reveal] = sample_tokens(mask_logits[reveal], temperature, top_p, top_k,
+                                              generator=generator)
             x[mask_index] = x0.clone()
             continue
         confidence, x0 = sample_tokens(

@@ -3,7 +3,14 @@
 Real weights cannot be downloaded here; tests and the README demo load these through the plugin
 exactly as they would load LLaDA-8B or Dream-7B (config.json, model.safetensors, tokenizer files,
 generation_config.json). Weights are random but scaled so that logits are peaked (greedy argmax and
-top-k are far from ties, so two fp32 implementations agree token for token).
+top-k are far from ties, so two fp32 implementations agree token for token): embeddings ~N(0, 1),
+lm head ~N(0, 0.3^2) (logit std ~0.3 * sqrt(hidden)), other linears ~N(0, 0.05^2), norm weights
+1 + N(0, 0.05^2). The lm-head row of the mask token is zero, so (like a trained model) greedy
+decoding never predicts the mask token: its logit is 0 while the top logit is several units up.
+
+Everything is deterministic in `seed` (weights from a seeded torch.Generator; the tokenizer is a
+byte-level BPE trained on the embedded CORPUS, so any text round-trips).
+Default sizes give head_dim 32, the smallest vLLM's CPU attention accepts.
 
     python -m vllm_dlm.tools.tiny_checkpoint --family llada --out DIR [--seed N]
 """
@@ -48,7 +55,9 @@ CHAT_TEMPLATES = {
 
 
 def build_tokenizer(out: Path, family: str, vocab_size: int = 384) -> dict[str, int]:
-    """Byte-level BPE trained on CORPUS, saved in HF format; returns special token ids."""
+    """Byte-level BPE trained on CORPUS, saved in HF format (tokenizer.json, tokenizer_config.json,
+    special_tokens_map.json). The special tokens take the last ids. Returns
+    {"bos", "eos", "mask", "eot" (<|eot_id|> / <|im_end|>), "size" (tokenizer length)}."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials = SPECIAL_TOKENS[family]
@@ -79,6 +88,7 @@ def build_tokenizer(out: Path, family: str, vocab_size: int = 384) -> dict[str, 
 
 
 def _weights(shapes: dict[str, tuple], seed: int) -> dict[str, torch.Tensor]:
+    """Random fp32 tensors for `shapes` (name -> shape), drawn in dict order from one generator."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for name, shape in shapes.items():
@@ -98,12 +108,23 @@ def make_tiny_checkpoint(out_dir, family: str, *, seed: int = 0, num_layers: int
                          hidden_size: int = 128, num_heads: int = 4, num_kv_heads: int | None = None,
                          intermediate_size: int = 256, max_position: int = 1024,
                          dtype: str = "float32") -> Path:
+    """Write a random `family` ("llada" | "dream") checkpoint in the official HF layout to `out_dir`.
+
+    num_kv_heads defaults to num_heads (LLaDA) or num_heads // 2 (Dream); head_dim is
+    hidden_size // num_heads. vocab_size is the tokenizer length padded up to a multiple of 64.
+    Returns the directory.
+    """
+    if family not in SPECIAL_TOKENS:
+        raise ValueError(f"family must be 'llada' or 'dream', got {family!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ids = build_tokenizer(out, family)
     vocab = -(-ids["size"] // 64) * 64
     d, hd, mlp = hidden_size, hidden_size // num_heads, intermediate_size
     kv = num_kv_heads or (num_heads if family == "llada" else max(1, num_heads // 2))
+    if hidden_size % num_heads or num_heads % kv or hd % 2:
+        raise ValueError(f"need hidden_size % num_heads == 0, num_heads % num_kv_heads == 0 and an "
+                         f"even head_dim (got {hidden_size=}, {num_heads=}, num_kv_heads={kv})")
     if family == "llada":
         config = {
             "architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": d,
@@ -153,6 +174,8 @@ def make_tiny_checkpoint(out_dir, family: str, *, seed: int = 0, num_layers: int
             })
         eos_ids = [ids["eos"], ids["eot"]]
     weights = _weights(shapes, seed)
+    lm_head = "model.transformer.ff_out.weight" if family == "llada" else "lm_head.weight"
+    weights[lm_head][ids["mask"]] = 0.0  # the mask token is never the argmax
     torch_dtype = getattr(torch, dtype)
     save_file({k: v.to(torch_dtype).contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(config, indent=1))

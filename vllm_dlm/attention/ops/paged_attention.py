@@ -17,7 +17,7 @@ def _paged_attention_kernel(
     stride_qt, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
     stride_ot, stride_oh, stride_bt,
     PAGE_SIZE: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, FP32_MATH: tl.constexpr,
 ):
     m_tile = tl.program_id(0)
     head = tl.program_id(1)
@@ -37,6 +37,8 @@ def _paged_attention_kernel(
         Q + (q_start + offs_m)[:, None] * stride_qt + head * stride_qh + offs_d[None, :],
         mask=m_valid[:, None] & d_valid[None, :], other=0.0,
     )
+    if FP32_MATH:
+        q = q.to(tl.float32)
     q_pos = kv_len - q_len + offs_m
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -49,6 +51,7 @@ def _paged_attention_kernel(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_valid = offs_n < kv_len
         page = tl.load(block_table + req * stride_bt + offs_n // PAGE_SIZE, mask=n_valid, other=0)
+        page = page.to(tl.int64)  # page * page stride can exceed int32 on large caches
         in_page = offs_n % PAGE_SIZE
         kv_mask = n_valid[:, None] & d_valid[None, :]
         k = tl.load(
@@ -56,7 +59,11 @@ def _paged_attention_kernel(
             + kv_head * stride_kh + offs_d[None, :],
             mask=kv_mask, other=0.0,
         )
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        if FP32_MATH:  # exact float32 products (no TF32), as the reference computes
+            k = k.to(tl.float32)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale
         valid = n_valid[None, :]
         if CAUSAL:
             valid = valid & (offs_n[None, :] <= q_pos[:, None])
@@ -69,7 +76,10 @@ def _paged_attention_kernel(
             + kv_head * stride_vh + offs_d[None, :],
             mask=kv_mask, other=0.0,
         )
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        if FP32_MATH:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
     out = acc / l_i[:, None]
@@ -117,5 +127,7 @@ def paged_attention(
         block_table.stride(0),
         PAGE_SIZE=page_size, GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim,
         BLOCK_D=triton.next_power_of_2(head_dim), BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
+        # float32 inputs, or Triton's CPU interpreter (whose bf16/fp16 dot is not usable).
+        FP32_MATH=q.dtype == torch.float32 or not on_gpu,
     )
     return out
