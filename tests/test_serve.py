@@ -13,6 +13,7 @@ import pytest
 import requests
 import torch
 
+from tests.reference.dream import DreamReference, dream_generate
 from tests.reference.llada import LLaDAReference, llada_generate
 
 
@@ -22,16 +23,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_llada, tmp_path_factory):
+def _serve(checkpoint: str, name: str, log_dir):
+    """Start `vllm serve` on a free loopback port; yield (OpenAI client, process)."""
     port = _free_port()
     vllm_cli = shutil.which("vllm", path=os.path.dirname(sys.executable)) or "vllm"
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    log_path = log_dir / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [vllm_cli, "serve", tiny_llada, "--host", "127.0.0.1", "--port", str(port),
+        [vllm_cli, "serve", checkpoint, "--host", "127.0.0.1", "--port", str(port),
          "--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--seed", "0",
-         "--served-model-name", "tiny-llada"],
+         "--served-model-name", name],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -56,6 +57,16 @@ def server(tiny_llada, tmp_path_factory):
         proc.kill()
 
 
+@pytest.fixture(scope="module")
+def server(tiny_llada, tmp_path_factory):
+    yield from _serve(tiny_llada, "tiny-llada", tmp_path_factory.mktemp("serve-llada"))
+
+
+@pytest.fixture(scope="module")
+def dream_server(tiny_dream, tmp_path_factory):
+    yield from _serve(tiny_dream, "tiny-dream", tmp_path_factory.mktemp("serve-dream"))
+
+
 def test_completion_matches_reference(server, tiny_llada):
     client, _ = server
     resp = client.completions.create(
@@ -70,6 +81,22 @@ def test_completion_matches_reference(server, tiny_llada):
             ref, torch.tensor([prompt_ids]), steps=8, gen_length=16, block_length=8,
             mask_id=ref.config["mask_token_id"],
         )[0, len(prompt_ids):].tolist()
+    assert choice.token_ids == expected
+
+
+def test_dream_completion_matches_reference(dream_server, tiny_dream):
+    client, _ = dream_server
+    resp = client.completions.create(
+        model="tiny-dream", prompt="Hello, who are you?", max_tokens=16, temperature=0.0,
+        extra_body={"steps": 8, "remasking": "maskgit_plus", "ignore_eos": True, "return_token_ids": True},
+    )
+    choice = resp.choices[0]
+    ref = DreamReference.from_pretrained(tiny_dream).eval()
+    with torch.no_grad():
+        expected = dream_generate(
+            ref, torch.tensor([choice.prompt_token_ids]), max_new_tokens=16, steps=8,
+            alg="maskgit_plus", mask_token_id=ref.config["mask_token_id"],
+        )[0, len(choice.prompt_token_ids):].tolist()
     assert choice.token_ids == expected
 
 
