@@ -5,27 +5,13 @@ import pytest
 import torch
 
 from vllm_dlm.attention.ops.paged_attention import paged_attention
-from vllm_dlm.attention.ops.reference import paged_attention_reference, write_kv_reference
+from vllm_dlm.attention.ops.reference import (
+    paged_attention_reference,
+    random_paged_batch,
+    write_kv_reference,
+)
 
 TOLERANCE = {torch.float32: 2e-4, torch.bfloat16: 2e-2}
-
-
-def make_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, dtype, device="cpu"):
-    g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    num_pages_per_req = [-(-n // page_size) for n in kv_lens]
-    total_pages = sum(num_pages_per_req) + 3
-    perm = torch.randperm(total_pages, generator=g)  # pages scattered through the pool
-    block_table = torch.zeros(len(q_lens), max(num_pages_per_req), dtype=torch.int32)
-    used = 0
-    for r, n in enumerate(num_pages_per_req):
-        block_table[r, :n] = perm[used : used + n].int()
-        used += n
-    k_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
-    v_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
-    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype)
-    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
-    seq_lens = torch.tensor(kv_lens, dtype=torch.int32)
-    return [t.to(device) for t in (q, k_cache, v_cache, block_table, qsl, seq_lens)]
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -40,7 +26,7 @@ def make_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, dt
 )
 def test_paged_attention_matches_reference(causal, q_lens, kv_extra, num_heads, num_kv_heads, head_dim, page_size):
     kv_lens = [q + e for q, e in zip(q_lens, kv_extra)]
-    q, k_cache, v_cache, bt, qsl, seq_lens = make_batch(
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch(
         q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, torch.float32
     )
     scale = head_dim**-0.5
@@ -52,7 +38,7 @@ def test_paged_attention_matches_reference(causal, q_lens, kv_extra, num_heads, 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_paged_attention_low_precision_inputs(dtype):
-    q, k_cache, v_cache, bt, qsl, seq_lens = make_batch([9, 4], [30, 17], 4, 2, 32, 16, dtype)
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch([9, 4], [30, 17], 4, 2, 32, 16, dtype)
     out = paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 9, 32**-0.5)
     ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5)
     torch.testing.assert_close(out.float(), ref.float(), atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype])

@@ -50,3 +50,23 @@ def write_kv_reference(key, value, k_cache, v_cache, slot_mapping) -> None:
     slots = slot_mapping[keep].long()
     k_cache.view(-1, *k_cache.shape[2:])[slots] = key[keep].to(k_cache.dtype)
     v_cache.view(-1, *v_cache.shape[2:])[slots] = value[keep].to(v_cache.dtype)
+
+
+def random_paged_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, dtype, device="cpu"):
+    """Fresh random test data: (q, k_cache, v_cache, block_table, query_start_loc, seq_lens), each
+    request's pages scattered through a pool with spares (kv_lens[r] >= q_lens[r])."""
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    num_pages_per_req = [-(-n // page_size) for n in kv_lens]
+    total_pages = sum(num_pages_per_req) + 3
+    perm = torch.randperm(total_pages, generator=g)  # pages scattered through the pool
+    block_table = torch.zeros(len(q_lens), max(num_pages_per_req), dtype=torch.int32)
+    used = 0
+    for r, n in enumerate(num_pages_per_req):
+        block_table[r, :n] = perm[used : used + n].int()
+        used += n
+    k_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
+    v_cache = torch.randn(total_pages, page_size, num_kv_heads, head_dim, generator=g).to(dtype)
+    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g).to(dtype)
+    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    seq_lens = torch.tensor(kv_lens, dtype=torch.int32)
+    return [t.to(device) for t in (q, k_cache, v_cache, block_table, qsl, seq_lens)]
