@@ -52,3 +52,42 @@ def test_write_kv_reference_scatters_to_slots_and_skips_padding():
     torch.testing.assert_close(k_cache[1, 1], key[0])
     torch.testing.assert_close(v_cache[3, 15], value[2])
     assert int((k_cache != 0).any(-1).any(-1).sum()) == 2
+
+
+def random_block_mask(num_reqs, num_heads, kv_lens, mask_block, density, seed):
+    """[R, H, nQ, nK] with every query block keeping at least one key block (its diagonal)."""
+    g = torch.Generator().manual_seed(seed)
+    n = -(-max(kv_lens) // mask_block)
+    mask = torch.rand(num_reqs, num_heads, n, n, generator=g) < density
+    mask |= torch.eye(n, dtype=torch.bool)
+    return mask
+
+
+@pytest.mark.parametrize("mask_block", [16, 32])
+@pytest.mark.parametrize("density", [0.3, 0.7])
+def test_block_sparse_attention_matches_masked_reference(mask_block, density):
+    q_lens, kv_lens = [45, 7, 70], [45, 30, 70]  # full-sequence rows and a cached-prefix row
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch(q_lens, kv_lens, 4, 2, 32, 16, torch.float32)
+    mask = random_block_mask(3, 4, kv_lens, mask_block, density, seed=int(torch.seed() % 2**31))
+    out = torch.full_like(q, float("nan"))
+    paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, max(q_lens), 32**-0.5, out=out,
+                    block_mask=mask, mask_block=mask_block)
+    ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5,
+                                    block_mask=mask, mask_block=mask_block)
+    torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)
+
+
+def test_all_true_block_mask_equals_dense():
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch([33, 12], [33, 50], 4, 4, 32, 16, torch.float32)
+    dense = paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 33, 32**-0.5)
+    full = torch.ones(2, 4, 4, 4, dtype=torch.bool)
+    masked = paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 33, 32**-0.5, block_mask=full, mask_block=16)
+    torch.testing.assert_close(masked, dense, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [dict(mask_block=24), dict(mask_block=8)])
+def test_block_mask_rejects_bad_block_size(bad):
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch([4], [4], 4, 4, 32, 16, torch.float32)
+    with pytest.raises(ValueError, match="mask_block"):
+        paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 4, 1.0,
+                        block_mask=torch.ones(1, 4, 1, 1, dtype=torch.bool), **bad)

@@ -21,10 +21,13 @@ def paged_attention_reference(
     seq_lens: torch.Tensor,
     scale: float,
     causal: bool = False,
+    block_mask: torch.Tensor | None = None,
+    mask_block: int = 128,
 ) -> torch.Tensor:
     """q [T, Hq, D]; request r's queries q[qsl[r]:qsl[r+1]] are its last positions of seq_lens[r]
-    and attend to its keys [0, seq_lens[r]) (causal: only keys at or before their position).
-    Returns [T, Hq, D] in q's dtype."""
+    and attend to its keys [0, seq_lens[r]) (causal: only keys at or before their position;
+    block_mask [R, Hq, nQ, nK]: only key blocks kept for the query's block, blocks of mask_block
+    positions). Returns [T, Hq, D] in q's dtype."""
     out = torch.zeros_like(q)
     num_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
     for r in range(block_table.shape[0]):
@@ -37,9 +40,12 @@ def paged_attention_reference(
         k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
         v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
         scores = torch.einsum("qhd,khd->hqk", q[qs:qe].float(), k) * scale
+        q_pos = torch.arange(kv_len - (qe - qs), kv_len)
         if causal:
-            q_pos = torch.arange(kv_len - (qe - qs), kv_len)
             scores = scores.masked_fill(torch.arange(kv_len)[None, :] > q_pos[:, None], float("-inf"))
+        if block_mask is not None:
+            keep = block_mask[r][:, q_pos // mask_block][:, :, torch.arange(kv_len) // mask_block]
+            scores = scores.masked_fill(~keep.bool().cpu(), float("-inf"))
         out[qs:qe] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).to(q.dtype)
     return out
 
