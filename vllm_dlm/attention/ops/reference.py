@@ -50,6 +50,20 @@ def paged_attention_reference(
     return out
 
 
+def block_scores_reference(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
+    """Twin of `block_scores.block_scores`: dense softmax over all keys, then per-tile means."""
+    seq_len, num_heads, _ = q.shape
+    k = k.float().repeat_interleave(num_heads // k.shape[1], dim=1)
+    probs = (torch.einsum("qhd,khd->hqk", q.float(), k) * scale).softmax(-1)
+    n = -(-seq_len // block_size)
+    padded = torch.zeros(num_heads, n * block_size, n * block_size)
+    padded[:, :seq_len, :seq_len] = probs
+    sums = padded.view(num_heads, n, block_size, n, block_size).sum(dim=(2, 4))
+    sizes = torch.full((n,), block_size)
+    sizes[-1] = seq_len - (n - 1) * block_size
+    return sums / (sizes[:, None] * sizes[None, :])
+
+
 def write_kv_reference(key, value, k_cache, v_cache, slot_mapping) -> None:
     """Scatter key/value [T, H, D] into the caches at flat slots (negative slot: skip)."""
     keep = slot_mapping >= 0
