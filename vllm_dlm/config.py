@@ -30,11 +30,35 @@ REQUEST_KNOBS = {
     "alg_temp": (int, float),
     "cache": (str,),
     "threshold": (int, float),
+    # SparseD (active with --attention-backend sparsed, cache "none")
+    "skip": (int, float),
+    "select": (int, float),
+    "block_size": (int,),
+    "isolated": (bool,),
 }
 # extra_args keys vLLM itself puts there (disaggregated prefill); passed through, not ours.
 VLLM_EXTRA_ARGS = ("kv_transfer_params", "ec_transfer_params")
 # Server-only knobs (in additional_config["dlm"]).
 SERVER_KNOBS = {"max_gen_len": (int,)}
+
+
+@dataclass(frozen=True)
+class SparseDParams:
+    """SparseD knobs (paper defaults): full attention for the first `skip` fraction of the denoising
+    steps; at the switch step each layer keeps, per head and query block, the top `select` fraction
+    of key blocks of `block_size` positions (prompt and generated blocks ranked apart if
+    `isolated`); the masks are reused for every later step."""
+
+    skip: float = 0.2
+    select: float = 0.3
+    block_size: int = 128
+    isolated: bool = True
+
+    def switch_step(self, steps: int) -> int | None:
+        """0-based step at which masks are computed; None when the request never goes sparse."""
+        if self.skip >= 1.0 or self.select >= 1.0:
+            return None
+        return min(int(self.skip * steps), steps - 1)
 
 
 @dataclass(frozen=True)
@@ -56,6 +80,7 @@ class DecodingParams:
     top_p: float
     top_k: int
     seed: int | None
+    sparsed: "SparseDParams"
 
     @property
     def num_blocks(self) -> int:
@@ -77,10 +102,14 @@ class ServerDefaults:
     cache: str = "none"
     threshold: float | None = None
     max_gen_len: int = DEFAULT_MAX_GEN_LEN
+    skip: float | None = None
+    select: float | None = None
+    block_size: int | None = None
+    isolated: bool | None = None
 
 
 def _check_type(where: str, name: str, value, types) -> None:
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         names = " or ".join(t.__name__ for t in types)
         raise ValueError(f"{where}[{name!r}] must be {names}, got {value!r}")
 
@@ -190,6 +219,12 @@ def resolve_decoding_params(
                 f"(use one of {THRESHOLD_REMASKING})"
             )
 
+    sparsed = _resolve_sparsed(args, defaults)
+    if cache != "none" and sparsed.switch_step(steps) is not None and any(
+        k in args for k in ("skip", "select")
+    ):
+        raise ValueError(f"SparseD masks (skip/select) need cache='none', got cache={cache!r}")
+
     return DecodingParams(
         family=family,
         gen_length=gen_length,
@@ -203,5 +238,21 @@ def resolve_decoding_params(
         top_p=float(top_p),
         top_k=int(top_k),
         seed=seed,
+        sparsed=sparsed,
     )
+
+
+def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:
+    base = SparseDParams()
+    def pick(name):
+        value = args.get(name, getattr(defaults, name))
+        return getattr(base, name) if value is None else value
+    skip, select, block_size, isolated = (pick(n) for n in ("skip", "select", "block_size", "isolated"))
+    if not 0.0 <= skip <= 1.0:
+        raise ValueError(f"skip must be in [0, 1], got {skip}")
+    if not 0.0 < select <= 1.0:
+        raise ValueError(f"select must be in (0, 1], got {select}")
+    if block_size < 16 or block_size & (block_size - 1):
+        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
+    return SparseDParams(float(skip), float(select), int(block_size), bool(isolated))
 

@@ -5,8 +5,10 @@ import torch
 from vllm.logger import init_logger
 from vllm.v1.attention.backend import AttentionImpl
 
-from vllm_dlm.attention.metadata import SparsedMetadata
+from vllm_dlm.attention.metadata import SparseDStep, SparsedMetadata
+from vllm_dlm.attention.ops.block_scores import block_scores
 from vllm_dlm.attention.ops.paged_attention import paged_attention
+from vllm_dlm.attention.sparsity.sparsed import select_key_blocks
 
 logger = init_logger(f"vllm.dlm.{__name__}")
 
@@ -49,10 +51,38 @@ class SparsedImpl(AttentionImpl):
         k_cache, v_cache = split_kv_cache(kv_cache, self.head_size)
         if self.kv_sharing_target_layer_name is None and key is not None:
             write_kv(key[:n], value[:n], k_cache, v_cache, attn_metadata.slot_mapping[:n])
+        q = query[:n].view(n, self.num_heads, self.head_size)
+        block_mask, mask_block = None, 128
+        if attn_metadata.sparse is not None:
+            self._compute_masks(layer.layer_name, attn_metadata.sparse, q, key[:n].view(n, self.num_kv_heads, self.head_size))
+            block_mask, mask_block = self._batch_mask(layer.layer_name, attn_metadata)
         out = output[:n].view(n, self.num_heads, self.head_size)
         paged_attention(
-            query[:n].view(n, self.num_heads, self.head_size), k_cache, v_cache,
-            attn_metadata.block_table, attn_metadata.query_start_loc, attn_metadata.seq_lens,
-            attn_metadata.max_query_len, self.scale, attn_metadata.causal, out=out,
+            q, k_cache, v_cache, attn_metadata.block_table, attn_metadata.query_start_loc,
+            attn_metadata.seq_lens, attn_metadata.max_query_len, self.scale, attn_metadata.causal,
+            out=out, block_mask=block_mask, mask_block=mask_block,
         )
         return output
+
+    def _compute_masks(self, layer_name: str, step: SparseDStep, q, k) -> None:
+        """SparseD switch step: score this request's full-attention tiles, keep its masks."""
+        for r in step.compute.values():
+            qs, qe = r.query_start, r.query_end
+            scores = block_scores(q[qs:qe], k[qs:qe], r.block_size, self.scale)
+            r.masks[layer_name] = select_key_blocks(scores, r.select, r.num_prompt_blocks)
+
+    def _batch_mask(self, layer_name: str, m: SparsedMetadata):
+        """[R, Hq, nQ, nK] keep mask over blocks of the smallest block size in the batch (a larger
+        block is several smaller ones); rows without masks attend densely."""
+        reuse = m.sparse.reuse
+        if not reuse:
+            return None, 128
+        mask_block = min(r.block_size for r in reuse.values())
+        num_reqs = m.block_table.shape[0]
+        n = -(-int(m.seq_lens.max()) // mask_block)
+        batch = torch.ones(num_reqs, self.num_heads, n, n, dtype=torch.bool, device=m.seq_lens.device)
+        for row, r in reuse.items():
+            f = r.block_size // mask_block
+            mask = r.masks[layer_name].repeat_interleave(f, 1).repeat_interleave(f, 2)[:, :n, :n]
+            batch[row, :, : mask.shape[1], : mask.shape[2]] = mask
+        return batch, mask_block

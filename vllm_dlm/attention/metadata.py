@@ -1,6 +1,6 @@
 """Per-step attention metadata for `sparsed`: built once per step from vLLM's common metadata."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -16,6 +16,27 @@ class SparsedMetadata:
     block_table: torch.Tensor  # [num_reqs, max_pages] int32
     slot_mapping: torch.Tensor  # [num_tokens] flat KV slot per query token (< 0: padding)
     causal: bool
+    # SparseD work of this step (set by `runner.model_state` after the build); None: all dense.
+    sparse: "SparseDStep | None" = None
+
+
+@dataclass
+class SparseDRow:
+    """One request's SparseD state in this step. `masks` maps layer name -> keep mask
+    [Hq, nB, nB] (bool, blocks of `block_size`), owned by the request and freed with it."""
+
+    query_start: int
+    query_end: int
+    masks: dict
+    block_size: int
+    select: float
+    num_prompt_blocks: int | None  # isolated selection: key blocks [0, n) are the prompt's
+
+
+@dataclass
+class SparseDStep:
+    compute: dict[int, SparseDRow] = field(default_factory=dict)  # row -> compute masks (dense step)
+    reuse: dict[int, SparseDRow] = field(default_factory=dict)  # row -> attend with its masks
 
 
 class SparsedMetadataBuilder(AttentionMetadataBuilder[SparsedMetadata]):

@@ -35,6 +35,7 @@ class RequestDecodeState:
     mask_token_id: int
     num_committed: int = 0  # generated tokens already emitted (multiple of block_length)
     step_in_block: int = 0
+    steps_done: int = 0  # denoising steps taken since (re)admission
     canvas: torch.Tensor | None = None  # [gen_length - num_committed] int64
     generator: torch.Generator | None = None
     _transfer_schedule: list[int] = field(default_factory=list)
@@ -50,6 +51,7 @@ class RequestDecodeState:
             generator = torch.Generator(device=device)
             generator.manual_seed(params.seed)
         state = cls(params, mask_token_id, num_committed, generator=generator)
+        state.steps_done = (num_committed // params.block_length) * params.steps_per_block
         state.canvas = torch.full(
             (params.gen_length - num_committed,), mask_token_id, dtype=torch.long, device=device
         )
@@ -74,6 +76,7 @@ class RequestDecodeState:
         Returns the committed block [block_length] when this step completes it, else None.
         """
         p = self.params
+        self.steps_done += 1
         block = self.canvas[: self.block_length]
         is_masked = block == self.mask_token_id
         if self.step_in_block == 0 and p.family == "llada":

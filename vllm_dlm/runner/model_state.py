@@ -24,6 +24,7 @@ from vllm.logger import init_logger
 from vllm.v1.worker.gpu.attn_utils import build_attn_metadata
 from vllm.v1.worker.gpu.model_states.default import DefaultModelState
 
+from vllm_dlm.attention.metadata import SparseDRow, SparseDStep, SparsedMetadata
 from vllm_dlm.config import resolve_decoding_params
 from vllm_dlm.decoding.state import RequestDecodeState
 from vllm_dlm.engine.config_hook import server_defaults
@@ -64,6 +65,9 @@ class DiffusionLMModelState(DefaultModelState):
         self.logits_shift = 1 if self.family == "dream" else 0
         self.defaults = server_defaults(vllm_config)
         self.requests: dict[int, RequestDecodeState] = {}  # req_states slot -> state
+        # SparseD masks per request (slot -> layer name -> [Hq, nB, nB] bool), with the `sparsed`
+        # backend; created at the request's switch step, freed with the request.
+        self.sparsed_masks: dict[int, dict] = {}
         self._slot_of: dict[str, int] = {}
         # This step's plan per batch row (set in preprocess_state).
         self.plan: list[RowPlan] = []
@@ -102,6 +106,7 @@ class DiffusionLMModelState(DefaultModelState):
         slot = self._slot_of.pop(req_id, None)
         if slot is not None:
             self.requests.pop(slot, None)
+            self.sparsed_masks.pop(slot, None)
 
     def preprocess_state(self, input_batch, block_tables, kv_cache_config, num_computed_tokens):
         """Classify each row of a real batch from what the scheduler gave it."""
@@ -158,13 +163,14 @@ class DiffusionLMModelState(DefaultModelState):
             num_tokens = input_batch.num_tokens
         seq_lens = input_batch.seq_lens
         seq_lens_cpu = input_batch.seq_lens_cpu_upper_bound
+        sparsed_step = None if for_capture else self._sparsed_step(input_batch)
         suffix = np.zeros(seq_lens_cpu.shape[0], dtype=np.int32)
         for p in self.plan if not for_capture else []:
             suffix[p.row] = p.suffix_in_cache
         if suffix.any():
             seq_lens_cpu = seq_lens_cpu + torch.from_numpy(suffix)
             seq_lens = seq_lens + torch.from_numpy(suffix[: seq_lens.shape[0]]).to(seq_lens.device)
-        return build_attn_metadata(
+        attn_metadata = build_attn_metadata(
             attn_groups=attn_groups,
             num_reqs=num_reqs,
             num_tokens=num_tokens,
@@ -182,3 +188,30 @@ class DiffusionLMModelState(DefaultModelState):
             for_cudagraph_capture=for_capture,
             causal=False,
         )
+        if sparsed_step is not None:
+            for metadata in attn_metadata.values():
+                if isinstance(metadata, SparsedMetadata):
+                    metadata.sparse = sparsed_step
+        return attn_metadata
+
+    def _sparsed_step(self, input_batch) -> SparseDStep | None:
+        """SparseD (cache `none` only): rows at or past their switch step either compute their
+        masks (this step stays dense) or attend with them."""
+        step = SparseDStep()
+        qsl = input_batch.query_start_loc_np
+        for p in self.plan:
+            if p.kind != StepKind.FULL or p.state.params.cache != "none":
+                continue
+            params = p.state.params
+            switch = params.sparsed.switch_step(params.steps)
+            if switch is None or p.state.steps_done < switch:
+                continue
+            slot = int(input_batch.idx_mapping_np[p.row])
+            masks = self.sparsed_masks.setdefault(slot, {})
+            qs, qe = int(qsl[p.row]), int(qsl[p.row + 1])
+            bs = params.sparsed.block_size
+            prompt_len = (qe - qs) - params.gen_length
+            num_prompt_blocks = -(-prompt_len // bs) if params.sparsed.isolated else None
+            row = SparseDRow(qs, qe, masks, bs, params.sparsed.select, num_prompt_blocks)
+            (step.reuse if masks else step.compute)[p.row] = row
+        return step if (step.compute or step.reuse) else None

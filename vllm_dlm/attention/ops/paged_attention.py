@@ -151,8 +151,9 @@ def paged_attention(
     block_m = 64 if on_gpu else 16
     block_n = 64 if on_gpu else 16
     if block_mask is not None:
-        if mask_block % block_n or mask_block & (mask_block - 1):
-            raise ValueError(f"mask_block={mask_block} must be a power of two and a multiple of {block_n}")
+        if mask_block < 16 or mask_block & (mask_block - 1):
+            raise ValueError(f"mask_block={mask_block} must be a power of two >= 16")
+        block_n = min(block_n, mask_block)
         if block_mask.dim() != 4 or block_mask.shape[:2] != (num_reqs, num_heads):
             raise ValueError(f"block_mask must be [num_reqs, num_heads, nQ, nK], got {tuple(block_mask.shape)}")
         mask_arg = block_mask.to(torch.uint8)
