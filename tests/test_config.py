@@ -50,6 +50,16 @@ def test_server_defaults_apply_and_request_overrides_them():
         ({}, 50, "block_length"),
         ({}, 0, "max_tokens"),
         ({}, 5000, "max_tokens"),
+        ({"select": 0}, 64, "select"),
+        ({"select": 1.5}, 64, "select"),
+        ({"select": "0.3"}, 64, "select"),
+        ({"skip": -0.1}, 64, "skip"),
+        ({"skip": 1.2}, 64, "skip"),
+        ({"block_size": 48}, 64, "block_size"),
+        ({"block_size": 8}, 64, "block_size"),
+        ({"block_size": 2048}, 64, "block_size"),
+        ({"block_size": 64.0}, 64, "block_size"),
+        ({"isolated": 1}, 64, "isolated"),
     ],
 )
 def test_bad_llada_knob_raises_naming_it(extra, max_tokens, named):
@@ -77,3 +87,19 @@ def test_dream_rejects_llada_remasking_and_negative_alg_temp():
 def test_bad_server_defaults_raise_naming_the_key(section, named):
     with pytest.raises(ValueError, match=named):
         parse_server_defaults(section)
+
+
+def test_sparsed_defaults_are_the_papers_and_switch_after_the_skip_fraction():
+    p = resolve(max_tokens=64, steps=64).sparsed
+    assert (p.skip, p.select, p.block_size, p.isolated) == (0.2, 0.3, 128, True)
+    assert p.switch_step(64) == 13  # SparseD's code: dense through step int(skip * steps) + 1
+    assert resolve(max_tokens=64, skip=1.0).sparsed.switch_step(64) is None
+    assert resolve(max_tokens=64, select=1.0).sparsed.switch_step(64) is None
+    assert resolve(max_tokens=64, skip=0.0).sparsed.switch_step(64) == 1
+    assert resolve(max_tokens=64, skip=0.98).sparsed.switch_step(64) is None  # no step after it
+
+
+def test_sparsed_server_defaults_apply_and_request_overrides_them():
+    defaults = parse_server_defaults({"dlm": {"select": 0.5, "block_size": 64}})
+    p = resolve(max_tokens=32, defaults=defaults, block_size=32).sparsed
+    assert (p.select, p.block_size) == (0.5, 32)

@@ -30,12 +30,14 @@ REQUEST_KNOBS = {
     "alg_temp": (int, float),
     "cache": (str,),
     "threshold": (int, float),
-    # SparseD (active with --attention-backend sparsed, cache "none")
+    # SparseD (active with --attention-backend sparsed)
     "skip": (int, float),
     "select": (int, float),
     "block_size": (int,),
     "isolated": (bool,),
 }
+SPARSED_KNOBS = ("skip", "select", "block_size", "isolated")
+MAX_SPARSED_BLOCK_SIZE = 1024
 # extra_args keys vLLM itself puts there (disaggregated prefill); passed through, not ours.
 VLLM_EXTRA_ARGS = ("kv_transfer_params", "ec_transfer_params")
 # Server-only knobs (in additional_config["dlm"]).
@@ -44,10 +46,10 @@ SERVER_KNOBS = {"max_gen_len": (int,)}
 
 @dataclass(frozen=True)
 class SparseDParams:
-    """SparseD knobs (paper defaults): full attention for the first `skip` fraction of the denoising
-    steps; at the switch step each layer keeps, per head and query block, the top `select` fraction
-    of key blocks of `block_size` positions (prompt and generated blocks ranked apart if
-    `isolated`); the masks are reused for every later step."""
+    """SparseD knobs (paper defaults): full attention up to and including the switch step
+    int(skip * steps) + 1 (SparseD's code); there each layer keeps, per head and query block, the
+    top `select` fraction of key blocks of `block_size` positions (prompt and generated blocks
+    ranked apart if `isolated`); the masks are reused for every later step."""
 
     skip: float = 0.2
     select: float = 0.3
@@ -55,10 +57,11 @@ class SparseDParams:
     isolated: bool = True
 
     def switch_step(self, steps: int) -> int | None:
-        """0-based step at which masks are computed; None when the request never goes sparse."""
-        if self.skip >= 1.0 or self.select >= 1.0:
+        """0-based step at which masks are computed; None when no later step would use them."""
+        switch = int(self.skip * steps) + 1
+        if self.select >= 1.0 or switch >= steps - 1:
             return None
-        return min(int(self.skip * steps), steps - 1)
+        return switch
 
 
 @dataclass(frozen=True)
@@ -220,10 +223,6 @@ def resolve_decoding_params(
             )
 
     sparsed = _resolve_sparsed(args, defaults)
-    if cache != "none" and sparsed.switch_step(steps) is not None and any(
-        k in args for k in ("skip", "select")
-    ):
-        raise ValueError(f"SparseD masks (skip/select) need cache='none', got cache={cache!r}")
 
     return DecodingParams(
         family=family,
@@ -244,6 +243,7 @@ def resolve_decoding_params(
 
 def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:
     base = SparseDParams()
+
     def pick(name):
         value = args.get(name, getattr(defaults, name))
         return getattr(base, name) if value is None else value
@@ -252,7 +252,9 @@ def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:
         raise ValueError(f"skip must be in [0, 1], got {skip}")
     if not 0.0 < select <= 1.0:
         raise ValueError(f"select must be in (0, 1], got {select}")
-    if block_size < 16 or block_size & (block_size - 1):
-        raise ValueError(f"block_size must be a power of two >= 16, got {block_size}")
+    if not 16 <= block_size <= MAX_SPARSED_BLOCK_SIZE or block_size & (block_size - 1):
+        raise ValueError(
+            f"block_size must be a power of two in [16, {MAX_SPARSED_BLOCK_SIZE}], got {block_size}"
+        )
     return SparseDParams(float(skip), float(select), int(block_size), bool(isolated))
 

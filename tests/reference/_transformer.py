@@ -5,6 +5,8 @@ forward(input_ids [B, L], positions [L] | None, past_kv | None) -> (logits [B, L
 `past_kv` is a list per layer of (k, v) [B, kv_heads, S, head_dim] for positions that are not
 recomputed (prefix/dual caches); the new tokens attend to past + themselves, bidirectionally.
 `suffix_kv` (same layout) are cached keys/values after the new tokens (dual cache).
+`attn_hook(layer, scores [B, H, L, S], positions [L]) -> scores` may edit each layer's scaled
+attention scores before the softmax (sparse-attention references); keys are positions [0, S).
 """
 
 import math
@@ -44,7 +46,7 @@ class BidirectionalTransformer(torch.nn.Module):
         return F.linear(x, self.w[name + ".weight"], self.w.get(name + ".bias") if bias else None)
 
     @torch.no_grad()
-    def forward(self, input_ids, positions=None, past_kv=None, suffix_kv=None):
+    def forward(self, input_ids, positions=None, past_kv=None, suffix_kv=None, attn_hook=None):
         B, L = input_ids.shape
         if positions is None:
             positions = torch.arange(L)
@@ -69,6 +71,8 @@ class BidirectionalTransformer(torch.nn.Module):
             rep = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if attn_hook is not None:
+                scores = attn_hook(i, scores, positions)
             att = torch.softmax(scores, dim=-1) @ v
             att = att.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
             h = h + self._linear(att, f"{p}.o")

@@ -14,7 +14,7 @@ it (checked by tests/test_request_validation.py).
 
 import functools
 
-from vllm_dlm.config import ServerDefaults, resolve_decoding_params
+from vllm_dlm.config import SPARSED_KNOBS, ServerDefaults, resolve_decoding_params
 from vllm_dlm.models import model_family
 
 # SamplingParams features the denoising sampler does not implement: (attribute, is-set test).
@@ -33,7 +33,8 @@ _UNSUPPORTED = {
 }
 
 
-def validate_request(sampling_params, model_config, prompt_len: int | None) -> None:
+def validate_request(sampling_params, model_config, prompt_len: int | None,
+                     sparsed_backend: bool = False) -> None:
     family = model_family(model_config.hf_config)
     for name, is_set in _UNSUPPORTED.items():
         value = getattr(sampling_params, name, None)
@@ -50,11 +51,21 @@ def validate_request(sampling_params, model_config, prompt_len: int | None) -> N
         seed=sampling_params.seed,
         defaults=defaults,
     )
+    if not sparsed_backend:
+        for name in SPARSED_KNOBS:
+            if name in (sampling_params.extra_args or {}):
+                raise ValueError(f"{name} needs the sparsed attention backend (--attention-backend sparsed)")
     if prompt_len is not None and prompt_len + params.gen_length > model_config.max_model_len:
         raise ValueError(
             f"prompt ({prompt_len} tokens) + max_tokens ({params.gen_length}) must not exceed "
             f"max_model_len ({model_config.max_model_len})"
         )
+
+
+def uses_sparsed_backend(vllm_config) -> bool:
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    return vllm_config.attention_config.backend == AttentionBackendEnum.CUSTOM
 
 
 def install() -> None:
@@ -69,7 +80,8 @@ def install() -> None:
         request = stock_process(self, *args, **kwargs)
         if request.sampling_params is not None and model_family(self.model_config.hf_config):
             prompt_len = len(request.prompt_token_ids) if request.prompt_token_ids else None
-            validate_request(request.sampling_params, self.model_config, prompt_len)
+            validate_request(request.sampling_params, self.model_config, prompt_len,
+                             sparsed_backend=uses_sparsed_backend(self.vllm_config))
         return request
 
     process_inputs._vllm_dlm = True

@@ -24,7 +24,8 @@ from vllm.logger import init_logger
 from vllm.v1.worker.gpu.attn_utils import build_attn_metadata
 from vllm.v1.worker.gpu.model_states.default import DefaultModelState
 
-from vllm_dlm.attention.metadata import SparseDRow, SparseDStep, SparsedMetadata
+from vllm_dlm.attention.metadata import MaskComputation, SparsedMetadata, SparseDStep
+from vllm_dlm.attention.sparsity.sparsed import RequestMasks, num_prompt_blocks
 from vllm_dlm.config import resolve_decoding_params
 from vllm_dlm.decoding.state import RequestDecodeState
 from vllm_dlm.engine.config_hook import server_defaults
@@ -65,9 +66,10 @@ class DiffusionLMModelState(DefaultModelState):
         self.logits_shift = 1 if self.family == "dream" else 0
         self.defaults = server_defaults(vllm_config)
         self.requests: dict[int, RequestDecodeState] = {}  # req_states slot -> state
-        # SparseD masks per request (slot -> layer name -> [Hq, nB, nB] bool), with the `sparsed`
-        # backend; created at the request's switch step, freed with the request.
-        self.sparsed_masks: dict[int, dict] = {}
+        # SparseD masks per request (req_states slot -> RequestMasks), with the `sparsed` backend:
+        # computed at the request's switch step, freed with the request (also when preempted: a
+        # resumed request recomputes them at its first full pass).
+        self.sparsed_masks: dict[int, RequestMasks] = {}
         self._slot_of: dict[str, int] = {}
         # This step's plan per batch row (set in preprocess_state).
         self.plan: list[RowPlan] = []
@@ -163,7 +165,6 @@ class DiffusionLMModelState(DefaultModelState):
             num_tokens = input_batch.num_tokens
         seq_lens = input_batch.seq_lens
         seq_lens_cpu = input_batch.seq_lens_cpu_upper_bound
-        sparsed_step = None if for_capture else self._sparsed_step(input_batch)
         suffix = np.zeros(seq_lens_cpu.shape[0], dtype=np.int32)
         for p in self.plan if not for_capture else []:
             suffix[p.row] = p.suffix_in_cache
@@ -188,30 +189,44 @@ class DiffusionLMModelState(DefaultModelState):
             for_cudagraph_capture=for_capture,
             causal=False,
         )
-        if sparsed_step is not None:
-            for metadata in attn_metadata.values():
-                if isinstance(metadata, SparsedMetadata):
-                    metadata.sparse = sparsed_step
+        if not for_capture:
+            self._plan_sparsed(attn_metadata, input_batch)
         return attn_metadata
 
+    def _plan_sparsed(self, attn_metadata: dict, input_batch) -> None:
+        """`sparsed` backend: each row's first query position, and this step's SparseD work."""
+        layers = [m for m in attn_metadata.values() if isinstance(m, SparsedMetadata)]
+        if not layers:
+            return
+        query_pos = np.zeros(layers[0].num_reqs, dtype=np.int32)
+        for p in self.plan:
+            query_pos[p.row] = p.num_computed
+        query_pos = torch.from_numpy(query_pos).to(self.device, non_blocking=True)
+        sparse = self._sparsed_step(input_batch)
+        for metadata in layers:
+            metadata.query_pos = query_pos
+            metadata.sparse = sparse
+
     def _sparsed_step(self, input_batch) -> SparseDStep | None:
-        """SparseD (cache `none` only): rows at or past their switch step either compute their
-        masks (this step stays dense) or attend with them."""
+        """SparseD: a request's masks are computed at its first full pass at or after its switch
+        step (that step stays dense) and used by every later step, cached ones included."""
         step = SparseDStep()
         qsl = input_batch.query_start_loc_np
-        for p in self.plan:
-            if p.kind != StepKind.FULL or p.state.params.cache != "none":
-                continue
+        for p in self.denoising_plans():
             params = p.state.params
-            switch = params.sparsed.switch_step(params.steps)
-            if switch is None or p.state.steps_done < switch:
-                continue
             slot = int(input_batch.idx_mapping_np[p.row])
-            masks = self.sparsed_masks.setdefault(slot, {})
-            qs, qe = int(qsl[p.row]), int(qsl[p.row + 1])
+            masks = self.sparsed_masks.get(slot)
+            if masks is not None:
+                step.reuse[p.row] = masks
+                continue
+            switch = params.sparsed.switch_step(params.steps)
+            if p.kind != StepKind.FULL or switch is None or p.state.steps_done < switch:
+                continue
             bs = params.sparsed.block_size
-            prompt_len = (qe - qs) - params.gen_length
-            num_prompt_blocks = -(-prompt_len // bs) if params.sparsed.isolated else None
-            row = SparseDRow(qs, qe, masks, bs, params.sparsed.select, num_prompt_blocks)
-            (step.reuse if masks else step.compute)[p.row] = row
+            masks = self.sparsed_masks[slot] = RequestMasks(bs)
+            qs, qe = int(qsl[p.row]), int(qsl[p.row + 1])
+            prompt_blocks = None
+            if params.sparsed.isolated:
+                prompt_blocks = num_prompt_blocks(qe - qs - params.gen_length, qe - qs, bs)
+            step.compute[p.row] = MaskComputation(masks, qs, qe, params.sparsed.select, prompt_blocks)
         return step if (step.compute or step.reuse) else None

@@ -21,13 +21,16 @@ def paged_attention_reference(
     seq_lens: torch.Tensor,
     scale: float,
     causal: bool = False,
-    block_mask: torch.Tensor | None = None,
-    mask_block: int = 128,
+    query_pos: torch.Tensor | None = None,
+    blocks=None,
+    tokens=None,
+    lse: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """q [T, Hq, D]; request r's queries q[qsl[r]:qsl[r+1]] are its last positions of seq_lens[r]
-    and attend to its keys [0, seq_lens[r]) (causal: only keys at or before their position;
-    block_mask [R, Hq, nQ, nK]: only key blocks kept for the query's block, blocks of mask_block
-    positions). Returns [T, Hq, D] in q's dtype."""
+    """Twin of `paged_attention.paged_attention` (same arguments). Request r's queries
+    q[qsl[r]:qsl[r+1]] sit at positions query_pos[r], +1, ... (default: its last positions) and
+    attend to its keys [0, seq_lens[r]), restricted to its kept key blocks (`blocks`, per head and
+    query block) or kept key positions (`tokens`), and with `causal` to keys at or before the
+    query. Returns [T, Hq, D] in q's dtype; fills `lse` [T, Hq] if given."""
     out = torch.zeros_like(q)
     num_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
     for r in range(block_table.shape[0]):
@@ -35,33 +38,54 @@ def paged_attention_reference(
         if qe == qs:
             continue
         kv_len = int(seq_lens[r])
+        pos0 = kv_len - (qe - qs) if query_pos is None else int(query_pos[r])
         k = gather_request_kv(k_cache, block_table[r], kv_len).float()
         v = gather_request_kv(v_cache, block_table[r], kv_len).float()
         k = k.repeat_interleave(num_heads // num_kv_heads, dim=1)
         v = v.repeat_interleave(num_heads // num_kv_heads, dim=1)
         scores = torch.einsum("qhd,khd->hqk", q[qs:qe].float(), k) * scale
-        q_pos = torch.arange(kv_len - (qe - qs), kv_len)
+        q_pos = torch.arange(pos0, pos0 + qe - qs)
+        key_pos = torch.arange(kv_len)
+        keep = torch.ones(num_heads, qe - qs, kv_len, dtype=torch.bool)
         if causal:
-            scores = scores.masked_fill(torch.arange(kv_len)[None, :] > q_pos[:, None], float("-inf"))
-        if block_mask is not None:
-            keep = block_mask[r][:, q_pos // mask_block][:, :, torch.arange(kv_len) // mask_block]
-            scores = scores.masked_fill(~keep.bool().cpu(), float("-inf"))
+            keep &= key_pos[None, None, :] <= q_pos[None, :, None]
+        if blocks is not None and int(blocks.meta[r, 0]) >= 0:
+            bs = blocks.block_size
+            block_keep = _request_block_mask(blocks, r, num_heads, -(-kv_len // bs)).cpu()
+            keep &= block_keep[:, q_pos // bs][:, :, key_pos // bs]
+        if tokens is not None and int(tokens.meta[r, 0]) >= 0:
+            offset, count = (int(x) for x in tokens.meta[r])
+            kept = torch.zeros(kv_len, dtype=torch.bool)
+            kept[tokens.tokens[offset : offset + count].long().cpu()] = True
+            keep &= kept[None, None, :]
+        scores = scores.masked_fill(~keep, float("-inf"))
         out[qs:qe] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).to(q.dtype)
+        if lse is not None:
+            lse[qs:qe] = scores.logsumexp(-1).transpose(0, 1).to(lse.dtype)
     return out
 
 
-def block_scores_reference(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
-    """Twin of `block_scores.block_scores`: dense softmax over all keys, then per-tile means."""
+def _request_block_mask(blocks, r: int, num_heads: int, num_key_blocks: int) -> torch.Tensor:
+    """Request r's part of `BlockLists` -> keep mask [Hq, nQ, num_key_blocks]."""
+    from vllm_dlm.attention.sparsity.sparsed import lists_to_mask
+
+    b_off, c_off, nq, kmax = (int(x) for x in blocks.meta[r])
+    counts = blocks.counts[c_off : c_off + num_heads * nq].view(num_heads, nq)
+    lists = blocks.blocks[b_off : b_off + num_heads * nq * kmax].view(num_heads, nq, kmax)
+    return lists_to_mask(lists, counts, num_key_blocks)
+
+
+def block_scores_reference(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float,
+                           key_start_block: int = 0) -> torch.Tensor:
+    """Twin of `block_scores.block_scores`: dense softmax over the keys from key_start_block on,
+    zero-padded to whole tiles, then per-tile means."""
     seq_len, num_heads, _ = q.shape
-    k = k.float().repeat_interleave(num_heads // k.shape[1], dim=1)
+    k = k.float().repeat_interleave(num_heads // k.shape[1], dim=1)[key_start_block * block_size :]
     probs = (torch.einsum("qhd,khd->hqk", q.float(), k) * scale).softmax(-1)
-    n = -(-seq_len // block_size)
-    padded = torch.zeros(num_heads, n * block_size, n * block_size)
-    padded[:, :seq_len, :seq_len] = probs
-    sums = padded.view(num_heads, n, block_size, n, block_size).sum(dim=(2, 4))
-    sizes = torch.full((n,), block_size)
-    sizes[-1] = seq_len - (n - 1) * block_size
-    return sums / (sizes[:, None] * sizes[None, :])
+    nq, nk = -(-seq_len // block_size), -(-k.shape[0] // block_size)
+    padded = torch.zeros(num_heads, nq * block_size, nk * block_size)
+    padded[:, :seq_len, : k.shape[0]] = probs
+    return padded.view(num_heads, nq, block_size, nk, block_size).mean(dim=(2, 4))
 
 
 def write_kv_reference(key, value, k_cache, v_cache, slot_mapping) -> None:
