@@ -1,15 +1,27 @@
-"""The `sparsed` paged attention kernel (dense, bidirectional) against FlashAttention-3 (vLLM's
-`flash_attn_varlen_func`, dense varlen, non-causal), one LLaDA-8B layer (32 heads, head_dim 128,
-bf16), and a correctness check of the kernel against its torch reference on the GPU.
-Writes benchmarks/results/attention_kernel_<tag>.json."""
+"""The `sparsed` kernels against FlashAttention-3 on one LLaDA-8B layer (32 heads, head_dim 128,
+bf16, paged KV with 16-token pages), GPU only:
+
+  full     full-sequence step (cache none): FA3 dense vs our kernel dense vs our kernel walking
+           SparseD block lists (block 128, per-head lists as `select`/isolated would keep), for
+           several tile configs (the best one is reported and written to best_config.txt)
+  scores   the switch step's extra work: block importance from the attention's log-sum-exp
+  cached   a 32-query block against a long cache (dual-cache step): FA3 vs ours with split-KV,
+           dense and keeping a fraction of the cached tokens (Sparse-dLLM eviction)
+
+Also checks our kernel against its torch reference on the GPU first. Prints a table, writes
+<out>/attention_kernel_<tag>.json (plot: benchmarks/plot.py).
+"""
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+HEADS, DIM, PAGE, BLOCK = 32, 128, 16, 128
+CONFIGS = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 3)]
 
 
 def time_ms(fn, iters=5) -> float:
@@ -24,53 +36,152 @@ def time_ms(fn, iters=5) -> float:
     return start.elapsed_time(end) / iters
 
 
+def paged_cache(n, device="cuda"):
+    """Packed vLLM cache [pages, H, page, 2D] with one request's n tokens in shuffled pages."""
+    pages = -(-n // PAGE)
+    kv = torch.randn(pages, HEADS, PAGE, 2 * DIM, device=device, dtype=torch.bfloat16)
+    k_cache, v_cache = kv.transpose(1, 2).split(DIM, dim=-1)
+    block_table = torch.randperm(pages, device=device, dtype=torch.int32)[None]
+    return kv, k_cache, v_cache, block_table
+
+
+def sparsed_lists(n, select, device="cuda"):
+    """Random per-head lists with SparseD's isolated budget: k(nP) prompt + k(nG) generated blocks."""
+    from vllm_dlm.attention.sparsity.sparsed import num_kept, pack_block_lists
+
+    nb = -(-n // BLOCK)
+    prompt = nb - 2
+    k_p, k_g = num_kept(nb, select), num_kept(2, select)
+    scores = torch.rand(HEADS, nb, nb, device=device)
+    top = scores[..., :prompt].topk(min(k_p, prompt), dim=-1).indices
+    gen = torch.arange(prompt, prompt + k_g, device=device).expand(HEADS, nb, k_g)
+    blocks = torch.cat([top, gen], -1).sort(-1).values.int().contiguous()
+    counts = torch.full((HEADS, nb), blocks.shape[-1], dtype=torch.int32, device=device)
+    return pack_block_lists([(blocks, counts)], BLOCK, device), blocks.shape[-1] / nb
+
+
+def check_correctness():
+    from vllm_dlm.attention.ops.paged_attention import paged_attention
+    from vllm_dlm.attention.ops.reference import paged_attention_reference, random_paged_batch
+    from vllm_dlm.attention.sparsity.sparsed import mask_to_lists, pack_block_lists
+
+    checks = []
+    for dtype, tol in ((torch.float32, 2e-4), (torch.bfloat16, 3e-2)):
+        q_lens, kv_lens = [300, 32, 129], [300, 700, 129]
+        q, kc, vc, bt, qsl, sl = random_paged_batch(q_lens, kv_lens, 8, 2, 128, 16, dtype, "cuda")
+        qpos = torch.tensor([0, 333, 0], dtype=torch.int32, device="cuda")
+        masks = [torch.rand(8, 3, 3, device="cuda") < 0.5, None, torch.rand(8, 2, 2, device="cuda") < 0.5]
+        masks = [None if m is None else m | torch.eye(m.shape[-1], dtype=torch.bool, device="cuda") for m in masks]
+        blocks = pack_block_lists([None if m is None else mask_to_lists(m) for m in masks], 128, "cuda")
+        for name, kwargs in (("dense", {}), ("blocks", {"blocks": blocks}), ("split4", {"num_splits": 4})):
+            out = paged_attention(q, kc, vc, bt, qsl, sl, 300, 128**-0.5, query_pos=qpos, **kwargs)
+            ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), bt.cpu(), qsl.cpu(), sl.cpu(),
+                                            128**-0.5, query_pos=qpos.cpu(),
+                                            blocks=kwargs.get("blocks") and _to_cpu(blocks))
+            err = (out.float().cpu() - ref.float()).abs().max().item()
+            checks.append({"dtype": str(dtype), "mode": name, "max_abs_err": err, "ok": err < tol})
+            print(f"correctness {dtype} {name}: max abs err {err:.2e} ({'ok' if err < tol else 'FAIL'})", flush=True)
+    return checks
+
+
+def _to_cpu(blocks):
+    from vllm_dlm.attention.ops.paged_attention import BlockLists
+
+    return BlockLists(blocks.blocks.cpu(), blocks.counts.cpu(), blocks.meta.cpu(), blocks.block_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seq", type=int, nargs="+", default=[4096, 16384, 65536])
+    parser.add_argument("--seq", type=int, nargs="+", default=[4096, 16384, 32768, 65536])
+    parser.add_argument("--select", type=float, default=0.3)
+    parser.add_argument("--keep", type=float, nargs="+", default=[1.0, 0.5])
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    from vllm_dlm.attention.ops.paged_attention import paged_attention
-    from vllm_dlm.attention.ops.reference import paged_attention_reference, random_paged_batch
-
-    checks = []
-    for dtype, tol in ((torch.float32, 2e-4), (torch.bfloat16, 2e-2)):
-        q, kc, vc, bt, qsl, sl = random_paged_batch([37, 5, 128], [137, 8, 128], 8, 2, 128, 16, dtype, "cuda")
-        out = paged_attention(q, kc, vc, bt, qsl, sl, 128, 128**-0.5)
-        ref = paged_attention_reference(q.cpu(), kc.cpu(), vc.cpu(), bt.cpu(), qsl.cpu(), sl.cpu(), 128**-0.5)
-        err = (out.float().cpu() - ref.float()).abs().max().item()
-        checks.append({"dtype": str(dtype), "max_abs_err": err, "ok": err < tol})
-        print(f"correctness {dtype}: max abs err {err:.2e} ({'ok' if err < tol else 'FAIL'})", flush=True)
-
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
-    heads, dim, page = 32, 128, 16
-    rows = []
+    from vllm_dlm.attention.ops.block_scores import block_scores
+    from vllm_dlm.attention.ops.paged_attention import KernelConfig, TokenLists, auto_num_splits, paged_attention
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = {"device": torch.cuda.get_device_name(), "checks": check_correctness(),
+              "full": [], "scores": [], "cached": []}
+    path = out_dir / f"attention_kernel_{args.tag}.json"
+    scale = DIM**-0.5
+
+    def fa3(q, k_cache, v_cache, bt, cu, seq_lens, max_q, max_k):
+        return flash_attn_varlen_func(q, k_cache, v_cache, max_seqlen_q=max_q, cu_seqlens_q=cu,
+                                      max_seqlen_k=max_k, seqused_k=seq_lens, softmax_scale=scale,
+                                      causal=False, block_table=bt, fa_version=3)
+
+    best = {}
     for n in args.seq:
-        q = torch.randn(n, heads, dim, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(n, heads, dim, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn(n, heads, dim, device="cuda", dtype=torch.bfloat16)
+        kv, k_cache, v_cache, bt = paged_cache(n)
+        q = torch.randn(n, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
         cu = torch.tensor([0, n], device="cuda", dtype=torch.int32)
-        fa = time_ms(lambda: flash_attn_varlen_func(q, k, v, max_seqlen_q=n, cu_seqlens_q=cu,
-                                                    max_seqlen_k=n, cu_seqlens_k=cu,
-                                                    softmax_scale=dim**-0.5, causal=False, fa_version=3))
-        pages = n // page
-        kc = k.view(pages, page, heads, dim)
-        vc = v.view(pages, page, heads, dim)
-        bt = torch.arange(pages, device="cuda", dtype=torch.int32)[None]
         seq_lens = torch.tensor([n], device="cuda", dtype=torch.int32)
-        ours = time_ms(lambda: paged_attention(q, kc, vc, bt, cu, seq_lens, n, dim**-0.5))
-        flops = 4 * n * n * heads * dim
-        rows.append({"seq": n, "fa3_ms": fa, "sparsed_dense_ms": ours, "ratio": ours / fa,
-                     "fa3_tflops": flops / fa / 1e9, "sparsed_tflops": flops / ours / 1e9})
-        print(f"seq {n:6d}: FA3 {fa:8.2f} ms ({flops / fa / 1e9:5.0f} TFLOP/s)  sparsed dense "
-              f"{ours:8.2f} ms ({flops / ours / 1e9:5.0f} TFLOP/s)  ratio {ours / fa:.2f}", flush=True)
-    out = Path(args.out) / f"attention_kernel_{args.tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "checks": checks, "rows": rows}, indent=1))
-    print(f"wrote {out}")
+        flops = 4 * n * n * HEADS * DIM
+        iters = 3 if n > 20000 else 10
+        fa = time_ms(lambda: fa3(q, k_cache, v_cache, bt, cu, seq_lens, n, n), iters)
+        dense = time_ms(lambda: paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale), iters)
+        blocks, density = sparsed_lists(n, args.select)
+        sparse = {}
+        for cfg in CONFIGS:
+            kc = KernelConfig(*cfg)
+            try:
+                sparse[cfg] = time_ms(lambda: paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale,
+                                                              blocks=blocks, config=kc), iters)
+            except Exception as e:  # a config the compiler rejects (shared memory): skip it
+                print(f"config {cfg}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+        cfg_best = min(sparse, key=sparse.get)
+        best[n] = cfg_best
+        row = {"seq": n, "density": density, "fa3_ms": fa, "dense_ms": dense,
+               "sparse_ms": sparse[cfg_best], "best_config": list(cfg_best),
+               "sparse_by_config": {",".join(map(str, c)): t for c, t in sparse.items()},
+               "fa3_tflops": flops / fa / 1e9, "dense_tflops": flops / dense / 1e9,
+               "sparse_effective_tflops": density * flops / sparse[cfg_best] / 1e9,
+               "speedup_vs_fa3": fa / sparse[cfg_best]}
+        record["full"].append(row)
+        print(f"full  seq {n:6d}: FA3 {fa:8.2f} ms ({row['fa3_tflops']:4.0f} TF/s) | ours dense {dense:8.2f} ms "
+              f"({row['dense_tflops']:4.0f}) | ours sparse d={density:.2f} {sparse[cfg_best]:8.2f} ms "
+              f"({row['sparse_effective_tflops']:4.0f} eff) cfg {cfg_best} | speedup {row['speedup_vs_fa3']:.2f}x",
+              flush=True)
+
+        lse = torch.empty(n, HEADS, device="cuda", dtype=torch.float32)
+        paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale, lse=lse)
+        k = torch.randn(n, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+        sc = time_ms(lambda: block_scores(q, k, BLOCK, scale, lse=lse), 1 if n > 20000 else 3)
+        record["scores"].append({"seq": n, "block_scores_ms": sc, "vs_fa3_step": sc / fa})
+        print(f"scores seq {n:6d}: block importance {sc:8.2f} ms ({sc / fa:.2f}x an FA3 pass)", flush=True)
+
+        qb = torch.randn(32, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+        cu32 = torch.tensor([0, 32], device="cuda", dtype=torch.int32)
+        qpos = torch.tensor([n - 256], device="cuda", dtype=torch.int32)
+        fa_c = time_ms(lambda: fa3(qb, k_cache, v_cache, bt, cu32, seq_lens, 32, n), 20)
+        for keep in args.keep:
+            kept = (torch.rand(n, device="cuda") < keep)
+            kept[n - 256 : n - 224] = True
+            pos = kept.nonzero().squeeze(-1).int()
+            tokens = None if keep >= 1 else TokenLists(pos, torch.tensor([[0, pos.numel()]], device="cuda"))
+            splits = auto_num_splits(2 * HEADS, pos.numel(), 64, qb.device)
+            ours = time_ms(lambda: paged_attention(qb, k_cache, v_cache, bt, cu32, seq_lens, 32, scale,
+                                                   query_pos=qpos, tokens=tokens, num_splits=splits), 20)
+            kv_bytes = 2 * HEADS * DIM * 2 * (pos.numel() if tokens is not None else n)
+            row = {"context": n, "keep": keep, "fa3_ms": fa_c, "ours_ms": ours, "splits": splits,
+                   "ours_GBps": kv_bytes / ours / 1e6}
+            record["cached"].append(row)
+            print(f"cached ctx {n:6d} keep {keep:.2f}: FA3 {fa_c:6.3f} ms | ours {ours:6.3f} ms "
+                  f"({row['ours_GBps']:5.0f} GB/s, {splits} splits)", flush=True)
+        del kv, k_cache, v_cache, q, k
+        path.write_text(json.dumps(record, indent=1))
+    top = max(best, default=None)
+    if top is not None:
+        (out_dir / "best_config.txt").write_text(",".join(map(str, best[top])))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
     main()

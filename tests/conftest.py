@@ -38,3 +38,13 @@ def tiny_dream(tmp_path_factory) -> str:
     return str(
         make_tiny_checkpoint(tmp_path_factory.mktemp("dream"), "dream", seed=1, num_kv_heads=2, **TINY)
     )
+
+
+@pytest.fixture(scope="session")
+def sparsed_llm(tiny_llada):
+    """One engine with the `sparsed` backend, shared by the SparseD and eviction test files."""
+    from vllm import LLM
+
+    llm = LLM(model=tiny_llada, attention_backend="sparsed", **ENGINE_KWARGS)
+    yield llm
+    del llm

@@ -15,13 +15,14 @@ GEN, STEPS, BLOCK = 32, 16, 16
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_llada):
+def engines(tiny_llada, sparsed_llm):
     default = LLM(model=tiny_llada, **ENGINE_KWARGS)
-    sparsed = LLM(model=tiny_llada, attention_backend="sparsed", **ENGINE_KWARGS)
-    yield default, sparsed, LLaDAReference.from_pretrained(tiny_llada).eval()
+    yield default, sparsed_llm, LLaDAReference.from_pretrained(tiny_llada).eval()
+    del default
 
 
-def _run(llm, token_prompts, **extra):
+def run(llm, token_prompts, **extra):
+    """Greedy outputs of `token_prompts` (max_tokens GEN, STEPS steps, blocks of BLOCK)."""
     sp = SamplingParams(max_tokens=GEN, temperature=0.0, ignore_eos=True,
                         extra_args={"steps": STEPS, "block_length": BLOCK, **extra})
     outs = llm.generate([{"prompt_token_ids": p} for p in token_prompts], sp, use_tqdm=False)
@@ -47,10 +48,10 @@ def test_cache_none_matches_the_sparsed_reference(engines, isolated):
     default, sparsed, ref = engines
     token_prompts = prompts(380, [120, 45, 77], seed=31)
     knobs = dict(skip=0.2, select=0.3, block_size=16, isolated=isolated)
-    got = _run(sparsed, token_prompts, **knobs)
+    got = run(sparsed, token_prompts, **knobs)
     for prompt, tokens in zip(token_prompts, got):
         assert tokens == _reference(ref, prompt, **knobs)
-    assert got != _run(default, token_prompts), "the masks should change this output"
+    assert got != run(default, token_prompts), "the masks should change this output"
 
 
 @pytest.mark.parametrize("cache", ["prefix", "dual"])
@@ -58,7 +59,7 @@ def test_cached_modes_match_the_sparsed_reference(engines, cache):
     _, sparsed, ref = engines
     token_prompts = prompts(380, [100, 61], seed=32)
     knobs = dict(skip=0.3, select=0.3, block_size=16)
-    got = _run(sparsed, token_prompts, cache=cache, **knobs)
+    got = run(sparsed, token_prompts, cache=cache, **knobs)
     for prompt, tokens in zip(token_prompts, got):
         assert tokens == _reference(ref, prompt, cache, **knobs)
 
@@ -67,17 +68,17 @@ def test_nothing_dropped_equals_the_default_backend(engines):
     default, sparsed, _ = engines
     token_prompts = prompts(380, [40, 70, 9], seed=21)
     for cache in ("none", "dual"):
-        expected = _run(default, token_prompts, cache=cache)
-        assert _run(sparsed, token_prompts, cache=cache, select=1.0, block_size=16) == expected
-        assert _run(sparsed, token_prompts, cache=cache, skip=1.0, block_size=16) == expected
+        expected = run(default, token_prompts, cache=cache)
+        assert run(sparsed, token_prompts, cache=cache, select=1.0, block_size=16) == expected
+        assert run(sparsed, token_prompts, cache=cache, skip=1.0, block_size=16) == expected
 
 
 def test_sparse_output_does_not_depend_on_batch_company(engines):
     _, sparsed, _ = engines
     token_prompts = prompts(380, [90, 60, 33], seed=22)
     knobs = dict(skip=0.25, select=0.05, block_size=16, isolated=False)
-    together = _run(sparsed, token_prompts, **knobs)
-    assert _run(sparsed, token_prompts[1:2], **knobs)[0] == together[1]
+    together = run(sparsed, token_prompts, **knobs)
+    assert run(sparsed, token_prompts[1:2], **knobs)[0] == together[1]
     # different block sizes in one batch (masks of 32-blocks are walked as 16-blocks)
     mixed = sparsed.generate(
         [{"prompt_token_ids": p} for p in token_prompts[:2]],
@@ -87,7 +88,7 @@ def test_sparse_output_does_not_depend_on_batch_company(engines):
         use_tqdm=False,
     )
     assert list(mixed[1].outputs[0].token_ids) == together[1]
-    assert list(mixed[0].outputs[0].token_ids) == _run(sparsed, token_prompts[:1], **{**knobs, "block_size": 32})[0]
+    assert list(mixed[0].outputs[0].token_ids) == run(sparsed, token_prompts[:1], **{**knobs, "block_size": 32})[0]
 
 
 @pytest.mark.parametrize("extra, named", [({"select": 0.0}, "select"), ({"skip": 2}, "skip"),
@@ -95,11 +96,11 @@ def test_sparse_output_does_not_depend_on_batch_company(engines):
 def test_bad_sparsed_knob_is_named_and_the_engine_survives(engines, extra, named):
     _, sparsed, _ = engines
     with pytest.raises(ValueError, match=named):
-        _run(sparsed, [[5, 6, 7]], **extra)
-    assert len(_run(sparsed, [[5, 6, 7]])[0]) == GEN
+        run(sparsed, [[5, 6, 7]], **extra)
+    assert len(run(sparsed, [[5, 6, 7]])[0]) == GEN
 
 
 def test_sparsed_knobs_need_the_sparsed_backend(engines):
     default, _, _ = engines
     with pytest.raises(ValueError, match="select.*sparsed"):
-        _run(default, [[5, 6, 7]], select=0.3)
+        run(default, [[5, 6, 7]], select=0.3)

@@ -35,8 +35,12 @@ REQUEST_KNOBS = {
     "select": (int, float),
     "block_size": (int,),
     "isolated": (bool,),
+    # Sparse-dLLM eviction (with --attention-backend sparsed, cache "dual")
+    "keep_ratio": (int, float),
+    "kernel_size": (int,),
+    "evict_delay": (int,),
 }
-SPARSED_KNOBS = ("skip", "select", "block_size", "isolated")
+SPARSED_KNOBS = ("skip", "select", "block_size", "isolated", "keep_ratio", "kernel_size", "evict_delay")
 MAX_SPARSED_BLOCK_SIZE = 1024
 # extra_args keys vLLM itself puts there (disaggregated prefill); passed through, not ours.
 VLLM_EXTRA_ARGS = ("kv_transfer_params", "ec_transfer_params")
@@ -65,6 +69,23 @@ class SparseDParams:
 
 
 @dataclass(frozen=True)
+class EvictionParams:
+    """Sparse-dLLM knobs (paper defaults apart from keep_ratio, which is off unless < 1): in each
+    block the first `evict_delay` + 1 steps are full passes; the last of them scores every cached
+    prefix/suffix token by the block's mean query against its key (averaged over heads), max-pools
+    the scores over `kernel_size` neighbours, and keeps the top `keep_ratio` of them per layer; the
+    block's later (dual-cache) steps attend to the kept tokens and the block only."""
+
+    keep_ratio: float = 1.0
+    kernel_size: int = 3
+    evict_delay: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep_ratio < 1.0
+
+
+@dataclass(frozen=True)
 class DecodingParams:
     """Everything one request's denoising loop needs, resolved and validated.
 
@@ -84,6 +105,7 @@ class DecodingParams:
     top_k: int
     seed: int | None
     sparsed: "SparseDParams"
+    eviction: "EvictionParams"
 
     @property
     def num_blocks(self) -> int:
@@ -109,6 +131,9 @@ class ServerDefaults:
     select: float | None = None
     block_size: int | None = None
     isolated: bool | None = None
+    keep_ratio: float | None = None
+    kernel_size: int | None = None
+    evict_delay: int | None = None
 
 
 def _check_type(where: str, name: str, value, types) -> None:
@@ -223,6 +248,11 @@ def resolve_decoding_params(
             )
 
     sparsed = _resolve_sparsed(args, defaults)
+    eviction = _resolve_eviction(args, defaults)
+    if eviction.enabled and cache != "dual":
+        raise ValueError(
+            f"keep_ratio={eviction.keep_ratio} (Sparse-dLLM eviction) needs cache='dual', got cache={cache!r}"
+        )
 
     return DecodingParams(
         family=family,
@@ -238,16 +268,33 @@ def resolve_decoding_params(
         top_k=int(top_k),
         seed=seed,
         sparsed=sparsed,
+        eviction=eviction,
     )
 
 
-def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:
-    base = SparseDParams()
+def _pick(args: dict, defaults: ServerDefaults, base, name: str):
+    """A knob from the request, else the server default, else the dataclass default."""
+    value = args.get(name, getattr(defaults, name))
+    return getattr(base, name) if value is None else value
 
-    def pick(name):
-        value = args.get(name, getattr(defaults, name))
-        return getattr(base, name) if value is None else value
-    skip, select, block_size, isolated = (pick(n) for n in ("skip", "select", "block_size", "isolated"))
+
+def _resolve_eviction(args: dict, defaults: ServerDefaults) -> EvictionParams:
+    keep_ratio, kernel_size, evict_delay = (
+        _pick(args, defaults, EvictionParams, n) for n in ("keep_ratio", "kernel_size", "evict_delay")
+    )
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size}")
+    if evict_delay < 0:
+        raise ValueError(f"evict_delay must be >= 0, got {evict_delay}")
+    return EvictionParams(float(keep_ratio), int(kernel_size), int(evict_delay))
+
+
+def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:
+    skip, select, block_size, isolated = (
+        _pick(args, defaults, SparseDParams, n) for n in ("skip", "select", "block_size", "isolated")
+    )
     if not 0.0 <= skip <= 1.0:
         raise ValueError(f"skip must be in [0, 1], got {skip}")
     if not 0.0 < select <= 1.0:

@@ -139,6 +139,38 @@ def test_token_lists_match_reference(num_splits, keep):
     torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_token_lists_with_sparsed_bits_match_reference(num_splits):
+    """Eviction and SparseD composed: kept tokens, further restricted per head by the keep bits of
+    the query's SparseD block (rows for the query blocks the step's queries touch)."""
+    q_lens, kv_lens, starts = [16, 20, 9], [90, 77, 40], [40, 30, 0]
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch(q_lens, kv_lens, 4, 2, 32, 16, torch.float32)
+    query_pos = torch.tensor(starts, dtype=torch.int32)
+    g = _gen()
+    tokens = _random_token_lists(q_lens, kv_lens, starts, 0.6, dense_rows=set(), g=g)
+    bits, meta, offset = [], [], 0
+    for r, (ql, n, s) in enumerate(zip(q_lens, kv_lens, starts)):
+        if r == 2:
+            meta.append((-1, 0, 0, 0))
+            continue
+        qb0, qb1, nkb = s // 16, (s + ql - 1) // 16, -(-n // 16)
+        rows = torch.rand(4, qb1 - qb0 + 1, nkb, generator=g) < 0.5
+        rows[:, :, s // 16] = True  # every query keeps some key
+        bits.append(rows.to(torch.uint8).flatten())
+        meta.append((offset, qb0, qb1 - qb0 + 1, nkb))
+        offset += rows.numel()
+    tokens.bits, tokens.bits_meta, tokens.bits_block_size = torch.cat(bits), torch.tensor(meta), 16
+    out = _poisoned(q)
+    paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 20, SCALE, out=out, query_pos=query_pos,
+                    tokens=tokens, num_splits=num_splits)
+    ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, SCALE, query_pos=query_pos,
+                                    tokens=tokens)
+    torch.testing.assert_close(out, ref, atol=2e-4, rtol=2e-4)
+    plain = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, SCALE, query_pos=query_pos,
+                                      tokens=TokenLists(tokens.tokens, tokens.meta))
+    assert not torch.allclose(ref, plain), "the bits must matter in this test"
+
+
 def test_split_kv_equals_one_split():
     q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch([3, 16], [150, 99], 4, 2, 32, 16, torch.float32)
     one = paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, 16, SCALE)

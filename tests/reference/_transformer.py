@@ -5,8 +5,10 @@ forward(input_ids [B, L], positions [L] | None, past_kv | None) -> (logits [B, L
 `past_kv` is a list per layer of (k, v) [B, kv_heads, S, head_dim] for positions that are not
 recomputed (prefix/dual caches); the new tokens attend to past + themselves, bidirectionally.
 `suffix_kv` (same layout) are cached keys/values after the new tokens (dual cache).
-`attn_hook(layer, scores [B, H, L, S], positions [L]) -> scores` may edit each layer's scaled
-attention scores before the softmax (sparse-attention references); keys are positions [0, S).
+`attn_hook(layer, scores [B, H, L, S], positions [L], key_positions [S]) -> scores` may edit each
+layer's scaled attention scores before the softmax (sparse-attention references); key_positions
+default to [0, S) (a list: one tensor per layer). With `return_queries`, the post-RoPE queries [B, H, L, D] of every layer are
+returned as a third output.
 """
 
 import math
@@ -46,12 +48,13 @@ class BidirectionalTransformer(torch.nn.Module):
         return F.linear(x, self.w[name + ".weight"], self.w.get(name + ".bias") if bias else None)
 
     @torch.no_grad()
-    def forward(self, input_ids, positions=None, past_kv=None, suffix_kv=None, attn_hook=None):
+    def forward(self, input_ids, positions=None, past_kv=None, suffix_kv=None, attn_hook=None,
+                key_positions=None, return_queries=False):
         B, L = input_ids.shape
         if positions is None:
             positions = torch.arange(L)
         h = self.w["embed"][input_ids].float()
-        new_kv = []
+        new_kv, queries = [], []
         for i in range(self.num_layers):
             p = f"layers.{i}"
             x = rms_norm(h, self.w[f"{p}.input_norm"], self.eps)
@@ -62,6 +65,7 @@ class BidirectionalTransformer(torch.nn.Module):
             q = apply_rope(q, positions, self.rope_theta)
             k = apply_rope(k, positions, self.rope_theta)
             new_kv.append((k, v))
+            queries.append(q)
             if past_kv is not None:
                 pk, pv = past_kv[i]
                 k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
@@ -72,11 +76,14 @@ class BidirectionalTransformer(torch.nn.Module):
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if attn_hook is not None:
-                scores = attn_hook(i, scores, positions)
+                keys = torch.arange(scores.shape[-1]) if key_positions is None else key_positions
+                keys = keys[i] if isinstance(keys, list) else keys
+                scores = attn_hook(i, scores, positions, keys)
             att = torch.softmax(scores, dim=-1) @ v
             att = att.transpose(1, 2).reshape(B, L, self.num_heads * self.head_dim)
             h = h + self._linear(att, f"{p}.o")
             x = rms_norm(h, self.w[f"{p}.post_norm"], self.eps)
             h = h + self._linear(F.silu(self._linear(x, f"{p}.gate")) * self._linear(x, f"{p}.up"), f"{p}.down")
         h = rms_norm(h, self.w["final_norm"], self.eps)
-        return F.linear(h, self.w["lm_head"]), new_kv
+        logits = F.linear(h, self.w["lm_head"])
+        return (logits, new_kv, queries) if return_queries else (logits, new_kv)

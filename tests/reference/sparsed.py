@@ -56,7 +56,7 @@ class SparseDModel:
         self.step = 0
         self.masks: dict[int, torch.Tensor] = {}
 
-    def _hook(self, layer, scores, positions):
+    def _hook(self, layer, scores, positions, key_positions):
         full_pass = scores.shape[-2] == scores.shape[-1]
         if layer not in self.masks:
             if self.step >= self.switch and full_pass:
@@ -64,13 +64,12 @@ class SparseDModel:
                                                        self.block_size, self.isolated)
             return scores
         bs = self.block_size
-        keys = torch.arange(scores.shape[-1])
-        keep = self.masks[layer][:, positions // bs][:, :, keys // bs]
+        keep = self.masks[layer][:, positions // bs][:, :, key_positions // bs]
         return scores.masked_fill(~keep[None], float("-inf"))
 
-    def net(self, input_ids, positions=None, past_kv=None, suffix_kv=None):
+    def net(self, input_ids, positions=None, past_kv=None, suffix_kv=None, **kwargs):
         """As LLaDAReference.net: (logits, kv). One call is one denoising step."""
-        out = self.ref.net(input_ids, positions, past_kv, suffix_kv, attn_hook=self._hook)
+        out = self.ref.net(input_ids, positions, past_kv, suffix_kv, attn_hook=self._hook, **kwargs)
         self.step += 1
         return out
 

@@ -2,9 +2,11 @@
 
 A step with no sparse row is plain dense attention: on Hopper it goes to vLLM's FlashAttention-3
 (same paged cache layout, fastest dense kernel there), elsewhere to our Triton kernel. A step with
-SparseD rows runs our kernel over the whole batch: rows reusing masks walk their kept key blocks,
-other rows attend densely; rows computing their masks (the switch step) also get each query's
-log-sum-exp, from which the block importance and then the kept blocks of this layer are derived.
+sparse rows (`sparsity.plan.StepSparsity`) runs our kernel over the whole batch: rows reusing
+SparseD masks walk their kept key blocks, rows with Sparse-dLLM kept tokens walk those, other rows
+attend densely. After the attention, rows at their SparseD switch step derive this layer's masks
+from the block importance (reusing each query's log-sum-exp from the kernel), and rows in their
+block's eviction pass select this layer's kept tokens.
 """
 
 import torch
@@ -12,9 +14,11 @@ import torch
 from vllm.logger import init_logger
 from vllm.v1.attention.backend import AttentionImpl
 
-from vllm_dlm.attention.metadata import SparsedMetadata, SparseDStep
+from vllm_dlm.attention.metadata import SparsedMetadata
 from vllm_dlm.attention.ops.block_scores import block_scores
 from vllm_dlm.attention.ops.paged_attention import paged_attention
+from vllm_dlm.attention.sparsity.eviction import select_kept_tokens
+from vllm_dlm.attention.sparsity.plan import StepSparsity
 from vllm_dlm.attention.sparsity.sparsed import select_key_blocks
 
 logger = init_logger(f"vllm.dlm.{__name__}")
@@ -78,20 +82,25 @@ class SparsedImpl(AttentionImpl):
         q = query[:n].view(n, self.num_heads, self.head_size)
         out = output[:n].view(n, self.num_heads, self.head_size)
         sparse = m.sparse
+        k = key[:n].view(n, self.num_kv_heads, self.head_size) if key is not None else None
         if sparse is None and self.fa3 is not None:
             self.fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=m.query_start_loc,
                      max_seqlen_q=m.max_query_len, seqused_k=m.seq_lens, max_seqlen_k=m.max_seq_len,
                      softmax_scale=self.scale, causal=m.causal, block_table=m.block_table, fa_version=3)
             return output
-        lse = None
-        if sparse is not None and sparse.compute:
-            lse = torch.empty(n, self.num_heads, dtype=torch.float32, device=q.device)
-        blocks = sparse.block_lists(layer.layer_name, m.num_reqs, q.device) if sparse is not None else None
+        name = layer.layer_name
+        lse = blocks = tokens = None
+        if sparse is not None:
+            if sparse.compute_masks:
+                lse = torch.empty(n, self.num_heads, dtype=torch.float32, device=q.device)
+            blocks = sparse.block_lists(name, m.num_reqs, q.device)
+            tokens = sparse.token_lists(name, m.num_reqs, q.device)
         paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
                         m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
-                        blocks=blocks, lse=lse)
-        if lse is not None:
-            self._compute_masks(layer.layer_name, sparse, q, key[:n].view(n, self.num_kv_heads, self.head_size), lse)
+                        blocks=blocks, tokens=tokens, lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
+        if sparse is not None:
+            self._compute_masks(name, sparse, q, k, lse)
+            self._select_tokens(name, sparse, q, k)
         return output
 
     def _write_kv(self, layer, key, value, k_cache, v_cache, slot_mapping) -> None:
@@ -104,10 +113,19 @@ class SparsedImpl(AttentionImpl):
         n = slot_mapping.shape[0]
         write_kv(key[:n], value[:n], k_cache, v_cache, slot_mapping)
 
-    def _compute_masks(self, layer_name: str, sparse: SparseDStep, q, k, lse) -> None:
+    def _select_tokens(self, layer_name: str, sparse: StepSparsity, q, k) -> None:
+        """Eviction pass: each selecting row keeps this layer's most attended cached tokens."""
+        for job in sparse.select_tokens.values():
+            qs, qe = job.query_start, job.query_end
+            start = job.kept.block_start
+            job.kept.layers[layer_name] = select_kept_tokens(
+                q[qs + start : qs + start + job.block_length], k[qs:qe], start, job.keep_ratio, job.kernel_size
+            )
+
+    def _compute_masks(self, layer_name: str, sparse: StepSparsity, q, k, lse) -> None:
         """Switch step: each computing row's block importance (its whole sequence is this step's
         query and key), then its kept key blocks for this layer."""
-        for job in sparse.compute.values():
+        for job in sparse.compute_masks.values():
             qs, qe = job.query_start, job.query_end
             q_r, k_r, bs = q[qs:qe], k[qs:qe], job.masks.block_size
             scores = block_scores(q_r, k_r, bs, self.scale, lse=lse[qs:qe])

@@ -7,44 +7,7 @@ import torch
 
 from vllm.v1.attention.backend import AttentionMetadataBuilder, CommonAttentionMetadata
 
-from vllm_dlm.attention.ops.paged_attention import BlockLists
-from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, pack_block_lists
-
-
-@dataclass
-class MaskComputation:
-    """A batch row whose SparseD masks this (dense, full-pass) step computes, layer by layer."""
-
-    masks: RequestMasks  # filled here: one entry per layer
-    query_start: int  # the row's tokens in this step's batch (its whole sequence)
-    query_end: int
-    select: float
-    prompt_blocks: int | None  # isolated selection: key blocks [0, n) are the prompt's
-
-
-@dataclass
-class SparseDStep:
-    """This step's SparseD work, by batch row: rows attending with their masks, rows computing
-    them. Rows in neither attend densely."""
-
-    reuse: dict[int, RequestMasks] = field(default_factory=dict)
-    compute: dict[int, MaskComputation] = field(default_factory=dict)
-    _meta: torch.Tensor | None = None
-
-    def block_lists(self, layer_name: str, num_reqs: int, device) -> BlockLists | None:
-        """The reused masks of one layer, packed for the kernel (blocks of the smallest block
-        size among them; a larger block is split into several)."""
-        if not self.reuse:
-            return None
-        block_size = min(m.block_size for m in self.reuse.values())
-        rows = [None] * num_reqs
-        for row, masks in self.reuse.items():
-            blocks, counts = masks.layers[layer_name]
-            factor = masks.block_size // block_size
-            rows[row] = expand_lists(blocks, counts, factor) if factor > 1 else (blocks, counts)
-        lists = pack_block_lists(rows, block_size, device, meta=self._meta)
-        self._meta = lists.meta  # the same for every layer
-        return lists
+from vllm_dlm.attention.sparsity.plan import StepSparsity
 
 
 @dataclass
@@ -60,7 +23,7 @@ class SparsedMetadata:
     # Set by the dLLM runner hooks after the build (None: queries are each request's last
     # positions, and every row is dense).
     query_pos: torch.Tensor | None = None  # [num_reqs] int32 position of each first query
-    sparse: SparseDStep | None = None
+    sparse: StepSparsity | None = None
 
     @property
     def num_reqs(self) -> int:

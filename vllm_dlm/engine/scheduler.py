@@ -13,7 +13,8 @@ speculative-decoding path as draft tokens: the scheduler gives every request dra
               extends the attention range over the suffix, `runner.model_state`).
 
 A refresh is due when the request has committed a block since its last full pass, or its KV is gone
-(new or preempted request). Everything else (admission, KV block allocation, preemption, stop checks
+(new or preempted request); with Sparse-dLLM eviction the first `evict_delay` + 1 steps of each block
+are full passes (the last one selects the kept tokens). Everything else (admission, KV block allocation, preemption, stop checks
 on committed tokens, finishing) is vLLM's own.
 """
 
@@ -33,8 +34,9 @@ class DiffusionScheduler(Scheduler):
         self._family = model_family(self.vllm_config.model_config.hf_config)
         self._defaults = server_defaults(self.vllm_config)
         self._params: dict[str, DecodingParams] = {}
-        # req_id -> num_output_tokens at its last scheduled full pass (its KV is valid for that block)
-        self._refreshed_at: dict[str, int] = {}
+        # req_id -> (num_output_tokens, full passes so far) for the block of its last full pass
+        # (its KV is valid for that block)
+        self._refreshed_at: dict[str, tuple[int, int]] = {}
         self.num_refresh_passes = 0
 
     def _decoding_params(self, request) -> DecodingParams:
@@ -55,7 +57,12 @@ class DiffusionScheduler(Scheduler):
             params = self._decoding_params(request)
             committed = request.num_output_tokens
             canvas_length = max(request.max_tokens - committed, 0)
-            refresh = params.cache == "none" or self._refreshed_at.get(request.request_id) != committed
+            block, passes = self._refreshed_at.get(request.request_id, (None, 0))
+            refresh = (
+                params.cache == "none"
+                or block != committed
+                or (params.eviction.enabled and passes <= params.eviction.evict_delay)
+            )
             if refresh:
                 request.num_computed_tokens = 0
                 full_pass[request.request_id] = committed
@@ -67,7 +74,8 @@ class DiffusionScheduler(Scheduler):
             request = self.requests[req_id]
             scheduled = output.num_scheduled_tokens.get(req_id, 0)
             if scheduled == request.num_tokens + request.max_tokens - committed:
-                self._refreshed_at[req_id] = committed
+                block, passes = self._refreshed_at.get(req_id, (None, 0))
+                self._refreshed_at[req_id] = (committed, passes + 1 if block == committed else 1)
                 self.num_refresh_passes += 1
             else:  # not scheduled, or cut by the token budget: refresh again next step
                 self._refreshed_at.pop(req_id, None)

@@ -24,7 +24,9 @@ from vllm.logger import init_logger
 from vllm.v1.worker.gpu.attn_utils import build_attn_metadata
 from vllm.v1.worker.gpu.model_states.default import DefaultModelState
 
-from vllm_dlm.attention.metadata import MaskComputation, SparsedMetadata, SparseDStep
+from vllm_dlm.attention.metadata import SparsedMetadata
+from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens
+from vllm_dlm.attention.sparsity.plan import MaskComputation, StepSparsity, TokenSelection
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, num_prompt_blocks
 from vllm_dlm.config import resolve_decoding_params
 from vllm_dlm.decoding.state import RequestDecodeState
@@ -70,6 +72,9 @@ class DiffusionLMModelState(DefaultModelState):
         # computed at the request's switch step, freed with the request (also when preempted: a
         # resumed request recomputes them at its first full pass).
         self.sparsed_masks: dict[int, RequestMasks] = {}
+        # Sparse-dLLM kept tokens of each request's current block (slot -> RequestKeptTokens),
+        # selected in the block's eviction pass; replaced every block, freed with the request.
+        self.kept_tokens: dict[int, RequestKeptTokens] = {}
         self._slot_of: dict[str, int] = {}
         # This step's plan per batch row (set in preprocess_state).
         self.plan: list[RowPlan] = []
@@ -109,6 +114,7 @@ class DiffusionLMModelState(DefaultModelState):
         if slot is not None:
             self.requests.pop(slot, None)
             self.sparsed_masks.pop(slot, None)
+            self.kept_tokens.pop(slot, None)
 
     def preprocess_state(self, input_batch, block_tables, kv_cache_config, num_computed_tokens):
         """Classify each row of a real batch from what the scheduler gave it."""
@@ -194,7 +200,7 @@ class DiffusionLMModelState(DefaultModelState):
         return attn_metadata
 
     def _plan_sparsed(self, attn_metadata: dict, input_batch) -> None:
-        """`sparsed` backend: each row's first query position, and this step's SparseD work."""
+        """`sparsed` backend: each row's first query position, and this step's sparsity work."""
         layers = [m for m in attn_metadata.values() if isinstance(m, SparsedMetadata)]
         if not layers:
             return
@@ -202,31 +208,44 @@ class DiffusionLMModelState(DefaultModelState):
         for p in self.plan:
             query_pos[p.row] = p.num_computed
         query_pos = torch.from_numpy(query_pos).to(self.device, non_blocking=True)
-        sparse = self._sparsed_step(input_batch)
+        sparse = self._plan_sparsity(input_batch)
         for metadata in layers:
             metadata.query_pos = query_pos
-            metadata.sparse = sparse
+            metadata.sparse = sparse or None
 
-    def _sparsed_step(self, input_batch) -> SparseDStep | None:
+    def _plan_sparsity(self, input_batch) -> StepSparsity:
         """SparseD: a request's masks are computed at its first full pass at or after its switch
-        step (that step stays dense) and used by every later step, cached ones included."""
-        step = SparseDStep()
+        step (that step stays dense) and used by every later step, cached ones included.
+        Sparse-dLLM: the block's full pass `evict_delay` steps in selects the kept tokens, which
+        the block's later (dual) steps use."""
+        step = StepSparsity()
         qsl = input_batch.query_start_loc_np
         for p in self.denoising_plans():
-            params = p.state.params
+            params, state = p.state.params, p.state
             slot = int(input_batch.idx_mapping_np[p.row])
-            masks = self.sparsed_masks.get(slot)
-            if masks is not None:
-                step.reuse[p.row] = masks
-                continue
-            switch = params.sparsed.switch_step(params.steps)
-            if p.kind != StepKind.FULL or switch is None or p.state.steps_done < switch:
-                continue
-            bs = params.sparsed.block_size
-            masks = self.sparsed_masks[slot] = RequestMasks(bs)
             qs, qe = int(qsl[p.row]), int(qsl[p.row + 1])
-            prompt_blocks = None
-            if params.sparsed.isolated:
-                prompt_blocks = num_prompt_blocks(qe - qs - params.gen_length, qe - qs, bs)
-            step.compute[p.row] = MaskComputation(masks, qs, qe, params.sparsed.select, prompt_blocks)
-        return step if (step.compute or step.reuse) else None
+            step.query_pos[p.row] = (p.num_computed, qe - qs)
+            masks = self.sparsed_masks.get(slot)
+            switch = params.sparsed.switch_step(params.steps)
+            if masks is not None:
+                step.masks[p.row] = masks
+            elif p.kind == StepKind.FULL and switch is not None and state.steps_done >= switch:
+                bs = params.sparsed.block_size
+                masks = self.sparsed_masks[slot] = RequestMasks(bs)
+                prompt_blocks = None
+                if params.sparsed.isolated:
+                    prompt_blocks = num_prompt_blocks(qe - qs - params.gen_length, qe - qs, bs)
+                step.compute_masks[p.row] = MaskComputation(masks, qs, qe, params.sparsed.select, prompt_blocks)
+            evict = params.eviction
+            if not evict.enabled:
+                continue
+            block_start = (qe - qs) - state.canvas_length  # in a full pass; cached: == num_computed
+            if p.kind == StepKind.FULL and state.step_in_block == evict.evict_delay:
+                kept = self.kept_tokens[slot] = RequestKeptTokens(block_start)
+                step.select_tokens[p.row] = TokenSelection(kept, qs, qe, state.block_length,
+                                                           evict.keep_ratio, evict.kernel_size)
+            elif p.kind == StepKind.CACHED:
+                kept = self.kept_tokens.get(slot)
+                if kept is not None and kept.block_start == p.num_computed:
+                    step.kept[p.row] = kept
+        return step

@@ -64,9 +64,8 @@ class DiffusionLMSampler:
                     num_sampled_np[row] = block_length
             next_is_full_pass = (
                 plan.kind in (StepKind.PREFILL, StepKind.SKIP)
-                or committed is not None
                 or state is None
-                or state.params.cache == "none"
+                or state.next_step_is_full_pass()
             )
             if next_is_full_pass:  # roll back everything, including what was cached before
                 num_rejected_np[row] = query_lens[row] + plan.num_computed

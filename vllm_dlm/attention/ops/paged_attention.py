@@ -58,10 +58,17 @@ class TokenLists:
 
     tokens: flat int32 key positions (< seq_len), ascending per request.
     meta:   [R, 2] int64 (offset, count); offset -1: the row attends to all its keys.
+    bits:   optional SparseD masks on top (composition): flat uint8; request r's part (at
+            bits_meta[r, 0]) is [Hq, n_rows, nK], keep bits of query blocks bits_meta[r, 1] ..
+            + n_rows - 1 (n_rows = bits_meta[r, 2], nK = bits_meta[r, 3]) over blocks of
+            `bits_block_size` positions; offset -1: no SparseD mask for the row.
     """
 
     tokens: torch.Tensor
     meta: torch.Tensor
+    bits: torch.Tensor | None = None
+    bits_meta: torch.Tensor | None = None
+    bits_block_size: int = 128
 
 
 def _env_config() -> KernelConfig | None:
@@ -86,11 +93,12 @@ def default_config(max_query_len: int, head_dim: int, on_gpu: bool) -> KernelCon
 @triton.jit
 def _attention_kernel(
     Q, K_cache, V_cache, Out, Lse, block_table, query_start_loc, query_pos, seq_lens, qk_scale,
-    blk_list, blk_count, blk_meta, tok_list, tok_meta, num_splits,
+    blk_list, blk_count, blk_meta, tok_list, tok_meta, tok_bits, bits_meta, num_splits,
     stride_qt, stride_qh, stride_kp, stride_ks, stride_kh, stride_vp, stride_vs, stride_vh,
     stride_os, stride_ot, stride_oh, stride_ls, stride_lt, stride_bt,
     PAGE_SIZE: tl.constexpr, MASK_BLOCK: tl.constexpr, HAS_BLOCKS: tl.constexpr,
-    HAS_TOKENS: tl.constexpr, STORE_LSE: tl.constexpr, GROUP: tl.constexpr,
+    HAS_TOKENS: tl.constexpr, HAS_BITS: tl.constexpr, BITS_BLOCK: tl.constexpr,
+    STORE_LSE: tl.constexpr, GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     CAUSAL: tl.constexpr, FP32_MATH: tl.constexpr,
 ):
@@ -142,6 +150,14 @@ def _attention_kernel(
         tok_base = tl.maximum(t_off, 0)
         tok_count = tl.load(tok_meta + req * 2 + 1).to(tl.int32)
         n_iter = tl.where(use_tokens, tl.cdiv(tok_count, BLOCK_N), n_iter)
+    use_bits = False
+    bits_row = 0
+    if HAS_BITS:  # SparseD keep bits of this tile's query block, over the listed positions
+        bits_off = tl.load(bits_meta + req * 4)
+        use_bits = use_tokens & (bits_off >= 0)
+        q_row = tile_pos // BITS_BLOCK - tl.load(bits_meta + req * 4 + 1)
+        bits_row = (tl.maximum(bits_off, 0) + (head * tl.load(bits_meta + req * 4 + 2) + q_row)
+                    * tl.load(bits_meta + req * 4 + 3))
     per_split = tl.cdiv(n_iter, num_splits)
     it_lo = split * per_split
     it_hi = tl.minimum(n_iter, it_lo + per_split)
@@ -163,6 +179,9 @@ def _attention_kernel(
             pos = tl.load(tok_list + tok_base + idx, mask=in_list, other=0)
             offs_n = tl.where(use_tokens, pos, offs_n)
             n_valid = tl.where(use_tokens, in_list, n_valid)
+            if HAS_BITS:
+                bit = tl.load(tok_bits + bits_row + pos // BITS_BLOCK, mask=use_bits & in_list, other=1)
+                n_valid = n_valid & (bit != 0)
         page = tl.load(block_table + req * stride_bt + offs_n // PAGE_SIZE, mask=n_valid, other=0)
         page = page.to(tl.int64)  # page * page stride can exceed int32 on large caches
         in_page = offs_n % PAGE_SIZE
@@ -198,6 +217,26 @@ def _attention_kernel(
         tl.store(Lse + split * stride_ls + rows * stride_lt + head, lse, mask=m_valid)
 
 
+def auto_num_splits(num_programs: int, max_seq_len: int, block_n: int, device) -> int:
+    """Split-KV factor that fills the GPU when few (query tile, head, request) programs each walk
+    a long cache: about two waves of programs, each split keeping >= 4 key tiles."""
+    if device.type != "cuda":
+        return 1
+    num_sms = _num_sms(device.index or 0)
+    if num_programs >= num_sms:
+        return 1
+    return max(1, min(triton.cdiv(2 * num_sms, num_programs), triton.cdiv(max_seq_len, 4 * block_n), 64))
+
+
+_SMS: dict[int, int] = {}
+
+
+def _num_sms(index: int) -> int:
+    if index not in _SMS:
+        _SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SMS[index]
+
+
 def _merge_splits(part_out: torch.Tensor, part_lse: torch.Tensor, out: torch.Tensor) -> None:
     """[S, T, H, D] partial outputs with their [S, T, H] log-sum-exps -> out [T, H, D]."""
     lse_max = part_lse.max(dim=0).values
@@ -221,14 +260,16 @@ def paged_attention(
     blocks: BlockLists | None = None,
     tokens: TokenLists | None = None,
     lse: torch.Tensor | None = None,
-    num_splits: int = 1,
+    num_splits: int | None = 1,
     config: KernelConfig | None = None,
+    max_seq_len: int | None = None,
 ) -> torch.Tensor:
     """q [T, Hq, D]; k_cache/v_cache [num_pages, page_size, Hkv, D]; block_table [R, max_pages]
     int32; query_start_loc [R+1]; seq_lens [R]; query_pos [R] absolute position of each request's
     first query (default seq_lens - query lengths). `blocks` / `tokens`: which keys each request
     keeps (None: all). `lse` [T, Hq] float32, if given, receives the log-sum-exp of each row's
-    scaled scores (num_splits must be 1). Returns out [T, Hq, D] (q's dtype)."""
+    scaled scores (num_splits must be 1). num_splits None: chosen from the batch shape and
+    max_seq_len (the longest seq_lens entry). Returns out [T, Hq, D] (q's dtype)."""
     num_tokens, num_heads, head_dim = q.shape
     num_pages, page_size, num_kv_heads, kv_dim = k_cache.shape
     if kv_dim != head_dim or v_cache.shape != k_cache.shape:
@@ -237,7 +278,7 @@ def paged_attention(
         raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
     if q.stride(-1) != 1 or k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
         raise ValueError("head_dim must be contiguous")
-    if lse is not None and num_splits != 1:
+    if lse is not None and num_splits not in (1, None):
         raise ValueError("lse needs num_splits == 1")
     if out is None:
         out = torch.empty_like(q)
@@ -257,9 +298,17 @@ def paged_attention(
         if blocks.meta.shape != (num_reqs, 4):
             raise ValueError(f"blocks.meta must be [{num_reqs}, 4], got {tuple(blocks.meta.shape)}")
         block_m, block_n = min(block_m, mask_block), min(block_n, mask_block)
+    has_bits = tokens is not None and tokens.bits is not None
     if tokens is not None and tokens.meta.shape != (num_reqs, 2):
         raise ValueError(f"tokens.meta must be [{num_reqs}, 2], got {tuple(tokens.meta.shape)}")
+    if has_bits:
+        block_m = min(block_m, tokens.bits_block_size)  # a tile stays inside one query block
     unused = block_table  # pointer arguments of disabled features (never read)
+    q_tiles = triton.cdiv(max_query_len, block_m) + 1  # a first tile may start before the queries
+    if num_splits is None:
+        num_splits = 1
+        if lse is None and max_seq_len is not None:
+            num_splits = auto_num_splits(q_tiles * num_heads * num_reqs, max_seq_len, block_n, q.device)
 
     if num_splits > 1:
         target = torch.empty(num_splits, *q.shape, dtype=torch.float32, device=q.device)
@@ -268,8 +317,7 @@ def paged_attention(
         target, lse_target = out[None], (lse[None] if lse is not None else None)
     lse_arg = lse_target if lse_target is not None else unused
     lse_strides = lse_target.stride()[:2] if lse_target is not None else (0, 0)
-    # A request's first tile may start before its first query (tiles are position-aligned).
-    grid = (triton.cdiv(max_query_len, block_m) + 1, num_heads, num_reqs * num_splits)
+    grid = (q_tiles, num_heads, num_reqs * num_splits)
     _attention_kernel[grid](
         q, k_cache, v_cache, target, lse_arg, block_table, query_start_loc, query_pos, seq_lens,
         scale * LOG2E,
@@ -278,12 +326,15 @@ def paged_attention(
         blocks.meta if blocks is not None else unused,
         tokens.tokens if tokens is not None else unused,
         tokens.meta if tokens is not None else unused,
+        tokens.bits if has_bits else unused,
+        tokens.bits_meta if has_bits else unused,
         num_splits,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         target.stride(0), target.stride(1), target.stride(2), *lse_strides, block_table.stride(0),
         PAGE_SIZE=page_size, MASK_BLOCK=mask_block, HAS_BLOCKS=blocks is not None,
-        HAS_TOKENS=tokens is not None, STORE_LSE=lse_target is not None,
+        HAS_TOKENS=tokens is not None, HAS_BITS=has_bits,
+        BITS_BLOCK=tokens.bits_block_size if has_bits else 16, STORE_LSE=lse_target is not None,
         GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_D=triton.next_power_of_2(head_dim),
         BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal,
         # float32 inputs, or Triton's CPU interpreter (whose bf16/fp16 dot is not usable).

@@ -58,6 +58,11 @@ def paged_attention_reference(
             kept = torch.zeros(kv_len, dtype=torch.bool)
             kept[tokens.tokens[offset : offset + count].long().cpu()] = True
             keep &= kept[None, None, :]
+            if tokens.bits is not None and int(tokens.bits_meta[r, 0]) >= 0:
+                b_off, qb0, rows, nkb = (int(x) for x in tokens.bits_meta[r])
+                bits = tokens.bits[b_off : b_off + num_heads * rows * nkb].view(num_heads, rows, nkb).bool().cpu()
+                bbs = tokens.bits_block_size
+                keep &= bits[:, q_pos // bbs - qb0][:, :, key_pos // bbs]
         scores = scores.masked_fill(~keep, float("-inf"))
         out[qs:qe] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).to(q.dtype)
         if lse is not None:

@@ -1,0 +1,111 @@
+"""One step's sparsity work, by batch row, as the dLLM runner hooks plan it and the `sparsed`
+layers carry it out (`attention.impl`).
+
+  SparseD        rows reusing their masks walk kept key blocks; rows at their switch step compute
+                 the masks (that step stays dense)
+  Sparse-dLLM    rows in their block's selection pass choose kept tokens; their later (dual)
+                 steps walk only those tokens
+  both           a row with masks and kept tokens walks its kept tokens, filtered per head by its
+                 SparseD keep bits
+
+Rows in none of these attend densely. Per-layer packing for the kernel happens here, once per
+layer (the per-request offsets are built once per step and shared by the layers).
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vllm_dlm.attention.ops.paged_attention import BlockLists, TokenLists
+from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, pack_token_lists
+from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
+
+
+@dataclass
+class MaskComputation:
+    """A row whose SparseD masks this full pass computes, layer by layer."""
+
+    masks: RequestMasks  # filled by the layers: one entry each
+    query_start: int  # the row's tokens in this step's batch (its whole sequence)
+    query_end: int
+    select: float
+    prompt_blocks: int | None  # isolated selection: key blocks [0, n) are the prompt's
+
+
+@dataclass
+class TokenSelection:
+    """A row whose kept tokens this full pass selects (Sparse-dLLM), layer by layer."""
+
+    kept: RequestKeptTokens  # filled by the layers: one entry each
+    query_start: int  # the row's tokens in this step's batch (its whole sequence)
+    query_end: int
+    block_length: int
+    keep_ratio: float
+    kernel_size: int
+
+
+@dataclass
+class StepSparsity:
+    masks: dict[int, RequestMasks] = field(default_factory=dict)
+    compute_masks: dict[int, MaskComputation] = field(default_factory=dict)
+    kept: dict[int, RequestKeptTokens] = field(default_factory=dict)
+    select_tokens: dict[int, TokenSelection] = field(default_factory=dict)
+    query_pos: dict[int, tuple[int, int]] = field(default_factory=dict)  # row -> (first pos, count)
+    _block_meta: torch.Tensor | None = None
+    _token_meta: torch.Tensor | None = None
+    _bits_meta: torch.Tensor | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.masks or self.compute_masks or self.kept or self.select_tokens)
+
+    def _mask_block_size(self, rows) -> int:
+        return min(self.masks[r].block_size for r in rows)
+
+    def _lists(self, row: int, layer_name: str, block_size: int):
+        masks = self.masks[row]
+        blocks, counts = masks.layers[layer_name]
+        factor = masks.block_size // block_size
+        return expand_lists(blocks, counts, factor) if factor > 1 else (blocks, counts)
+
+    def block_lists(self, layer_name: str, num_reqs: int, device) -> BlockLists | None:
+        """Masks of the rows that walk key blocks (those without kept tokens), for one layer, over
+        blocks of the smallest block size among them (a larger block is split)."""
+        rows = [r for r in self.masks if r not in self.kept]
+        if not rows:
+            return None
+        block_size = self._mask_block_size(rows)
+        per_row = [None] * num_reqs
+        for r in rows:
+            per_row[r] = self._lists(r, layer_name, block_size)
+        lists = pack_block_lists(per_row, block_size, device, meta=self._block_meta)
+        self._block_meta = lists.meta
+        return lists
+
+    def token_lists(self, layer_name: str, num_reqs: int, device) -> TokenLists | None:
+        """Kept tokens of one layer; rows that also have SparseD masks carry the keep bits of the
+        query blocks their queries touch."""
+        if not self.kept:
+            return None
+        per_row = [None] * num_reqs
+        for r, kept in self.kept.items():
+            per_row[r] = kept.layers[layer_name]
+        lists = pack_token_lists(per_row, device, meta=self._token_meta)
+        self._token_meta = lists.meta
+        both = [r for r in self.kept if r in self.masks]
+        if both:
+            block_size = self._mask_block_size(both)
+            meta, bits, offset = [(-1, 0, 0, 0)] * num_reqs, [], 0
+            for r in both:
+                blocks, counts = self._lists(r, layer_name, block_size)
+                first, count = self.query_pos[r]
+                qb0, qb1 = first // block_size, (first + count - 1) // block_size
+                nkb = int(blocks.shape[1])  # masks cover the whole sequence: nK == nQ
+                rows_bits = lists_to_mask(blocks[:, qb0 : qb1 + 1], counts[:, qb0 : qb1 + 1], nkb)
+                bits.append(rows_bits.to(torch.uint8).reshape(-1))
+                meta[r] = (offset, qb0, qb1 - qb0 + 1, nkb)
+                offset += rows_bits.numel()
+            if self._bits_meta is None:
+                self._bits_meta = torch.tensor(meta, dtype=torch.int64).to(device, non_blocking=True)
+            lists.bits = bits[0] if len(bits) == 1 else torch.cat(bits)
+            lists.bits_meta, lists.bits_block_size = self._bits_meta, block_size
+        return lists
