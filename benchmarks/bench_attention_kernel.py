@@ -1,12 +1,14 @@
 """The `sparsed` kernels against FlashAttention-3 on one LLaDA-8B layer (32 heads, head_dim 128,
 bf16, paged KV with 16-token pages), GPU only:
 
-  full     full-sequence step (cache none): FA3 dense vs our kernel dense vs our kernel walking
-           SparseD block lists (block 128, per-head lists as `select`/isolated would keep), for
-           several tile configs (the best one is reported and written to best_config.txt)
+  full     full-sequence step (cache none): FA3 dense vs our kernel dense vs SparseD block lists
+           (block 128, per-head lists as `select`/isolated would keep) run by our kernel (several
+           tile configs; the best is written to best_config.txt) and by FA3 over per-(head, query
+           block) virtual sequences (`ops.fa3_sparse`, what the backend uses on Hopper)
   scores   the switch step's extra work: block importance from the attention's log-sum-exp
   cached   a 32-query block against a long cache (dual-cache step): FA3 vs ours with split-KV,
-           dense and keeping a fraction of the cached tokens (Sparse-dLLM eviction)
+           dense and keeping a fraction of the cached tokens (Sparse-dLLM eviction), sweeping tiles
+           and split waves (best written to best_decode.txt as "config;waves")
 
 Also checks our kernel against its torch reference on the GPU first. Prints a table, writes
 <out>/attention_kernel_<tag>.json (plot: benchmarks/plot.py).
@@ -21,7 +23,8 @@ import torch
 
 RESULTS = Path(__file__).parent / "results"
 HEADS, DIM, PAGE, BLOCK = 32, 128, 16, 128
-CONFIGS = [(128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 3)]
+CONFIGS = [(128, 32, 4, 3), (128, 32, 4, 4), (128, 64, 4, 3), (128, 128, 8, 2)]
+DECODE_CONFIGS = [(32, 64, 4, 2), (32, 64, 4, 3), (32, 128, 4, 2), (32, 32, 4, 4)]
 
 
 def time_ms(fn, iters=5) -> float:
@@ -57,7 +60,7 @@ def sparsed_lists(n, select, device="cuda"):
     gen = torch.arange(prompt, prompt + k_g, device=device).expand(HEADS, nb, k_g)
     blocks = torch.cat([top, gen], -1).sort(-1).values.int().contiguous()
     counts = torch.full((HEADS, nb), blocks.shape[-1], dtype=torch.int32, device=device)
-    return pack_block_lists([(blocks, counts)], BLOCK, device), blocks.shape[-1] / nb
+    return pack_block_lists([(blocks, counts)], BLOCK, device), blocks.shape[-1] / nb, (blocks, counts)
 
 
 def check_correctness():
@@ -81,7 +84,41 @@ def check_correctness():
             err = (out.float().cpu() - ref.float()).abs().max().item()
             checks.append({"dtype": str(dtype), "mode": name, "max_abs_err": err, "ok": err < tol})
             print(f"correctness {dtype} {name}: max abs err {err:.2e} ({'ok' if err < tol else 'FAIL'})", flush=True)
+    checks.append(check_fa3_virtual())
     return checks
+
+
+def check_fa3_virtual():
+    """SparseD through FA3 virtual sequences vs the reference, on the packed (HND) cache."""
+    import functools
+
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    from vllm_dlm.attention.ops.fa3_sparse import RowInfo, sparse_varlen_attention
+    from vllm_dlm.attention.ops.reference import paged_attention_reference
+    from vllm_dlm.attention.sparsity.sparsed import mask_to_lists, pack_block_lists
+
+    n, dense_n = 700, 300
+    kv, k_cache, v_cache, bt = paged_cache(n + dense_n)
+    p0 = -(-n // PAGE)
+    rest = bt[0, p0:]  # the second request's pages, padded to the same width
+    bt = torch.stack([bt[0, :p0], torch.cat([rest, rest[:1].expand(p0 - rest.numel())])])
+    q = torch.randn(n + 32, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+    mask = (torch.rand(HEADS, 6, 6, device="cuda") < 0.4) | torch.eye(6, dtype=torch.bool, device="cuda")
+    lists = mask_to_lists(mask)
+    rows = [RowInfo(0, n, 0, n, lists, BLOCK), RowInfo(n, 32, 200, dense_n, None)]
+    out = torch.zeros_like(q)
+    sparse_varlen_attention(q, k_cache, v_cache, out, bt, rows, DIM**-0.5,
+                            functools.partial(flash_attn_varlen_func, fa_version=3))
+    blocks = pack_block_lists([lists, None], BLOCK, "cpu")
+    blocks.blocks, blocks.counts = blocks.blocks.cpu(), blocks.counts.cpu()
+    qsl = torch.tensor([0, n, n + 32], dtype=torch.int32)
+    ref = paged_attention_reference(q.cpu(), k_cache.cpu(), v_cache.cpu(), bt.cpu(), qsl,
+                                    torch.tensor([n, dense_n]), DIM**-0.5,
+                                    query_pos=torch.tensor([0, 200]), blocks=blocks)
+    err = (out.float().cpu() - ref.float()).abs().max().item()
+    print(f"correctness bf16 fa3 virtual sequences: max abs err {err:.2e} ({'ok' if err < 3e-2 else 'FAIL'})", flush=True)
+    return {"dtype": "torch.bfloat16", "mode": "fa3_virtual", "max_abs_err": err, "ok": err < 3e-2}
 
 
 def _to_cpu(blocks):
@@ -101,7 +138,10 @@ def main() -> None:
 
     from vllm.vllm_flash_attn import flash_attn_varlen_func
 
+    import functools
+
     from vllm_dlm.attention.ops.block_scores import block_scores
+    from vllm_dlm.attention.ops.fa3_sparse import RowInfo, sparse_varlen_attention
     from vllm_dlm.attention.ops.paged_attention import KernelConfig, TokenLists, auto_num_splits, paged_attention
 
     out_dir = Path(args.out)
@@ -116,7 +156,7 @@ def main() -> None:
                                       max_seqlen_k=max_k, seqused_k=seq_lens, softmax_scale=scale,
                                       causal=False, block_table=bt, fa_version=3)
 
-    best = {}
+    best, decode_best = {}, {}
     for n in args.seq:
         kv, k_cache, v_cache, bt = paged_cache(n)
         q = torch.randn(n, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
@@ -126,7 +166,13 @@ def main() -> None:
         iters = 3 if n > 20000 else 10
         fa = time_ms(lambda: fa3(q, k_cache, v_cache, bt, cu, seq_lens, n, n), iters)
         dense = time_ms(lambda: paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale), iters)
-        blocks, density = sparsed_lists(n, args.select)
+        blocks, density, lists = sparsed_lists(n, args.select)
+        rows = [RowInfo(0, n, 0, n, lists, BLOCK)]
+        fa3_fn = functools.partial(flash_attn_varlen_func, fa_version=3)
+        out_v = torch.empty_like(q)
+        virtual = time_ms(lambda: sparse_varlen_attention(q, k_cache, v_cache, out_v, bt, rows, scale, fa3_fn), iters)
+        out_t = paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale, blocks=blocks)
+        virtual_err = (out_v.float() - out_t.float()).abs().max().item()
         sparse = {}
         for cfg in CONFIGS:
             kc = KernelConfig(*cfg)
@@ -139,6 +185,8 @@ def main() -> None:
         best[n] = cfg_best
         row = {"seq": n, "density": density, "fa3_ms": fa, "dense_ms": dense,
                "sparse_ms": sparse[cfg_best], "best_config": list(cfg_best),
+               "fa3_virtual_ms": virtual, "fa3_virtual_vs_triton_max_err": virtual_err,
+               "fa3_virtual_speedup_vs_fa3": fa / virtual,
                "sparse_by_config": {",".join(map(str, c)): t for c, t in sparse.items()},
                "fa3_tflops": flops / fa / 1e9, "dense_tflops": flops / dense / 1e9,
                "sparse_effective_tflops": density * flops / sparse[cfg_best] / 1e9,
@@ -146,8 +194,8 @@ def main() -> None:
         record["full"].append(row)
         print(f"full  seq {n:6d}: FA3 {fa:8.2f} ms ({row['fa3_tflops']:4.0f} TF/s) | ours dense {dense:8.2f} ms "
               f"({row['dense_tflops']:4.0f}) | ours sparse d={density:.2f} {sparse[cfg_best]:8.2f} ms "
-              f"({row['sparse_effective_tflops']:4.0f} eff) cfg {cfg_best} | speedup {row['speedup_vs_fa3']:.2f}x",
-              flush=True)
+              f"({row['sparse_effective_tflops']:4.0f} eff) cfg {cfg_best} | speedup {row['speedup_vs_fa3']:.2f}x | "
+              f"FA3 virtual {virtual:8.2f} ms ({fa / virtual:.2f}x, err vs ours {virtual_err:.1e})", flush=True)
 
         lse = torch.empty(n, HEADS, device="cuda", dtype=torch.float32)
         paged_attention(q, k_cache, v_cache, bt, cu, seq_lens, n, scale, lse=lse)
@@ -165,20 +213,31 @@ def main() -> None:
             kept[n - 256 : n - 224] = True
             pos = kept.nonzero().squeeze(-1).int()
             tokens = None if keep >= 1 else TokenLists(pos, torch.tensor([[0, pos.numel()]], device="cuda"))
-            splits = auto_num_splits(2 * HEADS, pos.numel(), 64, qb.device)
-            ours = time_ms(lambda: paged_attention(qb, k_cache, v_cache, bt, cu32, seq_lens, 32, scale,
-                                                   query_pos=qpos, tokens=tokens, num_splits=splits), 20)
+            by_variant = {}
+            for cfg in DECODE_CONFIGS:
+                for waves in (2, 4, 8, 16):
+                    os.environ["VLLM_DLM_SPLIT_WAVES"] = str(waves)
+                    splits = auto_num_splits(HEADS, pos.numel(), cfg[1], qb.device)
+                    by_variant[(cfg, waves)] = time_ms(lambda: paged_attention(
+                        qb, k_cache, v_cache, bt, cu32, seq_lens, 32, scale, query_pos=qpos, tokens=tokens,
+                        num_splits=splits, config=KernelConfig(*cfg)), 20)
+            (cfg, waves), ours = min(by_variant.items(), key=lambda kv: kv[1])
+            decode_best[(n, keep)] = (cfg, waves)
             kv_bytes = 2 * HEADS * DIM * 2 * (pos.numel() if tokens is not None else n)
-            row = {"context": n, "keep": keep, "fa3_ms": fa_c, "ours_ms": ours, "splits": splits,
-                   "ours_GBps": kv_bytes / ours / 1e6}
+            row = {"context": n, "keep": keep, "fa3_ms": fa_c, "ours_ms": ours, "best_config": list(cfg),
+                   "waves": waves, "ours_GBps": kv_bytes / ours / 1e6,
+                   "by_variant": {f"{','.join(map(str, c))};{w}": t for (c, w), t in by_variant.items()}}
             record["cached"].append(row)
             print(f"cached ctx {n:6d} keep {keep:.2f}: FA3 {fa_c:6.3f} ms | ours {ours:6.3f} ms "
-                  f"({row['ours_GBps']:5.0f} GB/s, {splits} splits)", flush=True)
+                  f"({row['ours_GBps']:5.0f} GB/s, cfg {cfg}, {waves} waves)", flush=True)
+        os.environ.pop("VLLM_DLM_SPLIT_WAVES", None)
         del kv, k_cache, v_cache, q, k
         path.write_text(json.dumps(record, indent=1))
     top = max(best, default=None)
     if top is not None:
         (out_dir / "best_config.txt").write_text(",".join(map(str, best[top])))
+        cfg, waves = decode_best[(top, min(args.keep))]
+        (out_dir / "best_decode.txt").write_text(f"{','.join(map(str, cfg))};{waves}")
     print(f"wrote {path}")
 
 

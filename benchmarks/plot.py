@@ -44,7 +44,94 @@ def plot_batching() -> None:
     fig.savefig(RESULTS / "e2e_batching_compiled.png", dpi=120)
 
 
+def _load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def plot_attention_kernel(tag: str) -> None:
+    data = _load(f"attention_kernel_{tag}.json")
+    if data is None:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = data["full"]
+    seqs = [r["seq"] for r in rows]
+    for key, label in (("fa3_ms", "FA3 dense"), ("dense_ms", "sparsed kernel, dense"),
+                       ("sparse_ms", "sparsed kernel, SparseD lists")):
+        ax1.plot(seqs, [r[key] for r in rows], marker="o", label=label)
+    ax1.set_xscale("log", base=2)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("sequence length (full-sequence step)")
+    ax1.set_ylabel("ms per layer (32 heads x 128)")
+    ax1.set_title("full step, one layer")
+    ax1.legend()
+    cached = data["cached"]
+    ctx = sorted({r["context"] for r in cached})
+    ax2.plot(ctx, [next(r["fa3_ms"] for r in cached if r["context"] == c) for c in ctx], marker="o", label="FA3")
+    for keep in sorted({r["keep"] for r in cached}, reverse=True):
+        ax2.plot(ctx, [next(r["ours_ms"] for r in cached if r["context"] == c and r["keep"] == keep) for c in ctx],
+                 marker="o", label=f"sparsed, keep {keep}")
+    ax2.set_xscale("log", base=2)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("cached context")
+    ax2.set_ylabel("ms per layer (32 queries)")
+    ax2.set_title("dual-cache step, one layer")
+    ax2.legend()
+    fig.suptitle(f"LLaDA-8B layer on {data['device']}")
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"attention_kernel_{tag}.png", dpi=120)
+
+
+def plot_sparsed_step(tag: str) -> None:
+    data = _load(f"sparsed_step_{tag}.json")
+    if data is None or "summary" not in data:
+        return
+    rows = data["summary"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [r["prompt_len"] for r in rows]
+    ax.plot(xs, [r["sparse_step_speedup"] for r in rows], marker="o", label="sparse step vs FA3 step")
+    ax.plot(xs, [r["request_speedup_128_steps"] for r in rows], marker="s", label="whole request, 128 steps")
+    ax.plot(xs, [r["request_speedup_1024_steps"] for r in rows], marker="^", label="whole request, 1024 steps")
+    ax.axhline(1.8, ls="--", c="gray", label="issue target at 64k")
+    ax.axhline(1.0, ls=":", c="k")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("prompt length")
+    ax.set_ylabel("speedup over vLLM FA3 (cache none)")
+    ax.set_title("SparseD (skip 0.2, select 0.3, block 128), LLaDA-8B shape")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"sparsed_step_{tag}.png", dpi=120)
+
+
+def plot_eviction(tag: str) -> None:
+    data = _load(f"eviction_{tag}.json")
+    if data is None or not data["e2e"]:
+        return
+    rows = data["e2e"]
+    prompts = sorted({r["prompt_len"] for r in rows})
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(variants)
+    for i, v in enumerate(variants):
+        ys = [next(r.get("tokens_per_s_at_steps", r["tokens_per_s"]) for r in rows
+                   if r["variant"] == v and r["prompt_len"] == p) for p in prompts]
+        ax.bar([x + i * width for x in range(len(prompts))], ys, width, label=v)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(prompts))], [f"prompt {p}" for p in prompts])
+    ax.set_yscale("log")
+    ax.set_ylabel("tokens/s (batch 1, gen 256, 1 token/step)")
+    ax.set_title("Sparse-dLLM eviction on paged KV, LLaDA-8B shape")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"eviction_{tag}.png", dpi=120)
+
+
 if __name__ == "__main__":
+    import sys
+
+    tag = sys.argv[1] if len(sys.argv) > 1 else "h200"
     plot_cache_modes()
     plot_batching()
+    plot_attention_kernel(tag)
+    plot_sparsed_step(tag)
+    plot_eviction(tag)
     print("plots written to", RESULTS)

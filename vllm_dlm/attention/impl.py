@@ -1,13 +1,20 @@
 """Per-layer forward of `sparsed`: write this step's K/V into the paged cache, then attend.
 
-A step with no sparse row is plain dense attention: on Hopper it goes to vLLM's FlashAttention-3
-(same paged cache layout, fastest dense kernel there), elsewhere to our Triton kernel. A step with
-sparse rows (`sparsity.plan.StepSparsity`) runs our kernel over the whole batch: rows reusing
-SparseD masks walk their kept key blocks, rows with Sparse-dLLM kept tokens walk those, other rows
-attend densely. After the attention, rows at their SparseD switch step derive this layer's masks
-from the block importance (reusing each query's log-sum-exp from the kernel), and rows in their
-block's eviction pass select this layer's kept tokens.
+Which kernel runs a step:
+  no sparse row                  dense: vLLM's FlashAttention-3 on Hopper (same paged cache
+                                 layout), else our Triton kernel
+  SparseD block lists only       on Hopper, FA3 over per-(head, query block) virtual sequences
+                                 whose block tables list the kept blocks' pages
+                                 (`ops.fa3_sparse`); else our Triton kernel walking the lists
+  Sparse-dLLM kept tokens        our Triton kernel over token lists (with SparseD keep bits when
+  (and their composition)        the row also has masks)
+After the attention, rows at their SparseD switch step derive this layer's masks from the block
+importance (reusing each query's log-sum-exp from the attention), and rows in their block's
+eviction pass select this layer's kept tokens (`sparsity.plan.StepSparsity` says which rows).
 """
+
+import functools
+import os
 
 import torch
 
@@ -15,6 +22,7 @@ from vllm.logger import init_logger
 from vllm.v1.attention.backend import AttentionImpl
 
 from vllm_dlm.attention.metadata import SparsedMetadata
+from vllm_dlm.attention.ops import fa3_sparse
 from vllm_dlm.attention.ops.block_scores import block_scores
 from vllm_dlm.attention.ops.paged_attention import paged_attention
 from vllm_dlm.attention.sparsity.eviction import select_kept_tokens
@@ -67,6 +75,9 @@ class SparsedImpl(AttentionImpl):
         self.kv_cache_dtype = kv_cache_dtype
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
         self.fa3 = _flash_attention_3()
+        # VLLM_DLM_SPARSE_KERNEL=triton keeps SparseD steps on our kernel even where FA3 could
+        # run them (benchmarks compare the two).
+        self.sparse_on_fa3 = os.environ.get("VLLM_DLM_SPARSE_KERNEL", "auto") != "triton"
         logger.info_once("vllm-dlm: using the sparsed attention backend (Triton paged kernels%s)",
                          ", FA3 for dense steps" if self.fa3 else "")
 
@@ -83,25 +94,47 @@ class SparsedImpl(AttentionImpl):
         out = output[:n].view(n, self.num_heads, self.head_size)
         sparse = m.sparse
         k = key[:n].view(n, self.num_kv_heads, self.head_size) if key is not None else None
-        if sparse is None and self.fa3 is not None:
-            self.fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=m.query_start_loc,
-                     max_seqlen_q=m.max_query_len, seqused_k=m.seq_lens, max_seqlen_k=m.max_seq_len,
-                     softmax_scale=self.scale, causal=m.causal, block_table=m.block_table, fa_version=3)
-            return output
         name = layer.layer_name
-        lse = blocks = tokens = None
-        if sparse is not None:
+        need_lse = sparse is not None and bool(sparse.compute_masks)
+        dense = sparse is None or not (sparse.masks or sparse.kept)
+        if dense and self.fa3 is not None:
+            result = self.fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=m.query_start_loc,
+                              max_seqlen_q=m.max_query_len, seqused_k=m.seq_lens, max_seqlen_k=m.max_seq_len,
+                              softmax_scale=self.scale, causal=m.causal, block_table=m.block_table,
+                              fa_version=3, return_softmax_lse=need_lse)
+            lse = result[1].t() if need_lse else None  # [Hq, T] -> [T, Hq]
+        elif dense:
+            lse = torch.empty(n, self.num_heads, dtype=torch.float32, device=q.device) if need_lse else None
+            paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
+                            m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
+                            lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
+        elif self._fa3_can_run(sparse, k_cache, m.causal):
+            rows = sparse.row_infos(name)
+            lse = fa3_sparse.sparse_varlen_attention(
+                q, k_cache, v_cache, out, m.block_table, rows, self.scale,
+                functools.partial(self.fa3, fa_version=3), return_lse=bool(sparse.compute_masks))
+        else:
+            lse = None
             if sparse.compute_masks:
                 lse = torch.empty(n, self.num_heads, dtype=torch.float32, device=q.device)
-            blocks = sparse.block_lists(name, m.num_reqs, q.device)
-            tokens = sparse.token_lists(name, m.num_reqs, q.device)
-        paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
-                        m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
-                        blocks=blocks, tokens=tokens, lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
+            paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
+                            m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
+                            blocks=sparse.block_lists(name, m.num_reqs, q.device),
+                            tokens=sparse.token_lists(name, m.num_reqs, q.device),
+                            lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
         if sparse is not None:
             self._compute_masks(name, sparse, q, k, lse)
             self._select_tokens(name, sparse, q, k)
         return output
+
+    def _fa3_can_run(self, sparse: StepSparsity, k_cache, causal: bool) -> bool:
+        """FA3 takes steps whose sparse rows all walk SparseD block lists (kept-token lists and
+        their composition need our kernel)."""
+        if self.fa3 is None or sparse.kept or not self.sparse_on_fa3:
+            return False
+        page_size = k_cache.shape[1]
+        return all(fa3_sparse.supports(k_cache, page_size, masks.block_size, causal)
+                   for masks in sparse.masks.values())
 
     def _write_kv(self, layer, key, value, k_cache, v_cache, slot_mapping) -> None:
         if key.is_cuda:  # vLLM's cache-write kernel (handles padding slots itself)

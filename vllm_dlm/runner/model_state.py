@@ -196,10 +196,10 @@ class DiffusionLMModelState(DefaultModelState):
             causal=False,
         )
         if not for_capture:
-            self._plan_sparsed(attn_metadata, input_batch)
+            self._plan_sparsed(attn_metadata, input_batch, seq_lens_cpu)
         return attn_metadata
 
-    def _plan_sparsed(self, attn_metadata: dict, input_batch) -> None:
+    def _plan_sparsed(self, attn_metadata: dict, input_batch, seq_lens_cpu) -> None:
         """`sparsed` backend: each row's first query position, and this step's sparsity work."""
         layers = [m for m in attn_metadata.values() if isinstance(m, SparsedMetadata)]
         if not layers:
@@ -207,8 +207,12 @@ class DiffusionLMModelState(DefaultModelState):
         query_pos = np.zeros(layers[0].num_reqs, dtype=np.int32)
         for p in self.plan:
             query_pos[p.row] = p.num_computed
-        query_pos = torch.from_numpy(query_pos).to(self.device, non_blocking=True)
         sparse = self._plan_sparsity(input_batch)
+        if sparse:
+            qsl = input_batch.query_start_loc_np
+            sparse.rows = [(int(qsl[p.row]), int(qsl[p.row + 1] - qsl[p.row]), p.num_computed,
+                            int(seq_lens_cpu[p.row])) for p in self.plan]
+        query_pos = torch.from_numpy(query_pos).to(self.device, non_blocking=True)
         for metadata in layers:
             metadata.query_pos = query_pos
             metadata.sparse = sparse or None

@@ -71,10 +71,10 @@ class TokenLists:
     bits_block_size: int = 128
 
 
-def _env_config() -> KernelConfig | None:
-    """`VLLM_DLM_ATTN_CONFIG=block_m,block_n,num_warps,num_stages` overrides the full-pass tiles
-    (used by benchmarks/bench_attention_kernel.py to sweep them)."""
-    text = os.environ.get("VLLM_DLM_ATTN_CONFIG")
+def _env_config(name: str) -> KernelConfig | None:
+    """`VLLM_DLM_ATTN_CONFIG` (full passes) / `VLLM_DLM_ATTN_DECODE_CONFIG` (short queries) =
+    "block_m,block_n,num_warps,num_stages" override the tiles (benchmarks sweep them)."""
+    text = os.environ.get(name)
     if not text:
         return None
     bm, bn, w, s = (int(x) for x in text.split(","))
@@ -82,12 +82,13 @@ def _env_config() -> KernelConfig | None:
 
 
 def default_config(max_query_len: int, head_dim: int, on_gpu: bool) -> KernelConfig:
+    """Tiles measured on H200 (benchmarks/results/attention_kernel_h200*.json)."""
     if not on_gpu:
         return KernelConfig(16, 16)
     if max_query_len >= 128:
-        return _env_config() or KernelConfig(128, 64, num_warps=8, num_stages=2)
+        return _env_config("VLLM_DLM_ATTN_CONFIG") or KernelConfig(128, 32, num_warps=4, num_stages=3)
     block_m = 16 if max_query_len <= 16 else (32 if max_query_len <= 32 else 64)
-    return KernelConfig(block_m, 64, num_warps=4, num_stages=2)
+    return _env_config("VLLM_DLM_ATTN_DECODE_CONFIG") or KernelConfig(block_m, 64, num_warps=4, num_stages=2)
 
 
 @triton.jit
@@ -219,13 +220,15 @@ def _attention_kernel(
 
 def auto_num_splits(num_programs: int, max_seq_len: int, block_n: int, device) -> int:
     """Split-KV factor that fills the GPU when few (query tile, head, request) programs each walk
-    a long cache: about two waves of programs, each split keeping >= 4 key tiles."""
+    a long cache: `VLLM_DLM_SPLIT_WAVES` (default 4) programs per SM, each split keeping >= 4 key
+    tiles."""
     if device.type != "cuda":
         return 1
     num_sms = _num_sms(device.index or 0)
-    if num_programs >= num_sms:
+    waves = int(os.environ.get("VLLM_DLM_SPLIT_WAVES", "4"))
+    if num_programs >= waves * num_sms:
         return 1
-    return max(1, min(triton.cdiv(2 * num_sms, num_programs), triton.cdiv(max_seq_len, 4 * block_n), 64))
+    return max(1, min(triton.cdiv(waves * num_sms, num_programs), triton.cdiv(max_seq_len, 4 * block_n), 128))
 
 
 _SMS: dict[int, int] = {}

@@ -119,3 +119,27 @@ def random_paged_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_
     qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
     seq_lens = torch.tensor(kv_lens, dtype=torch.int32)
     return [t.to(device) for t in (q, k_cache, v_cache, block_table, qsl, seq_lens)]
+
+
+def varlen_paged_attention_reference(q, k, v, out, cu_seqlens_q, max_seqlen_q, seqused_k, max_seqlen_k,
+                                     softmax_scale, causal, block_table, return_softmax_lse=False):
+    """Torch twin of FlashAttention's flash_attn_varlen_func with a paged cache (non-causal):
+    sequence i's queries q[cu[i]:cu[i+1]] attend to its first seqused_k[i] keys, stored in pages
+    block_table[i] of k/v [num_pages, page_size, Hkv, D]. Writes out; returns it, or (out,
+    lse [H, total_q]) with return_softmax_lse."""
+    assert not causal
+    page_size = k.shape[1]
+    lse = torch.zeros(q.shape[1], q.shape[0])
+    for i in range(cu_seqlens_q.numel() - 1):
+        qs, qe, n = int(cu_seqlens_q[i]), int(cu_seqlens_q[i + 1]), int(seqused_k[i])
+        if qe == qs:
+            continue
+        keys = gather_request_kv(k, block_table[i], n).float()
+        values = gather_request_kv(v, block_table[i], n).float()
+        rep = q.shape[1] // keys.shape[1]
+        keys, values = keys.repeat_interleave(rep, 1), values.repeat_interleave(rep, 1)
+        scores = torch.einsum("qhd,khd->hqk", q[qs:qe].float(), keys) * softmax_scale
+        out[qs:qe] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), values).to(out.dtype)
+        lse[:, qs:qe] = scores.logsumexp(-1)
+    del page_size, max_seqlen_q, max_seqlen_k
+    return (out, lse) if return_softmax_lse else out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vllm_dlm.attention.ops.fa3_sparse import RowInfo
 from vllm_dlm.attention.ops.paged_attention import BlockLists, TokenLists
 from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, pack_token_lists
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
@@ -51,6 +52,8 @@ class StepSparsity:
     kept: dict[int, RequestKeptTokens] = field(default_factory=dict)
     select_tokens: dict[int, TokenSelection] = field(default_factory=dict)
     query_pos: dict[int, tuple[int, int]] = field(default_factory=dict)  # row -> (first pos, count)
+    # every batch row, host side: (first token, query length, first position, keys attended)
+    rows: list[tuple[int, int, int, int]] = field(default_factory=list)
     _block_meta: torch.Tensor | None = None
     _token_meta: torch.Tensor | None = None
     _bits_meta: torch.Tensor | None = None
@@ -66,6 +69,15 @@ class StepSparsity:
         blocks, counts = masks.layers[layer_name]
         factor = masks.block_size // block_size
         return expand_lists(blocks, counts, factor) if factor > 1 else (blocks, counts)
+
+    def row_infos(self, layer_name: str) -> list[RowInfo]:
+        """Every row with its own masks for one layer (None: dense), for the FA3 path."""
+        infos = []
+        for row, (q_start, q_len, pos0, seq_len) in enumerate(self.rows):
+            masks = self.masks.get(row)
+            lists = masks.layers[layer_name] if masks is not None else None
+            infos.append(RowInfo(q_start, q_len, pos0, seq_len, lists, masks.block_size if masks else 128))
+        return infos
 
     def block_lists(self, layer_name: str, num_reqs: int, device) -> BlockLists | None:
         """Masks of the rows that walk key blocks (those without kept tokens), for one layer, over

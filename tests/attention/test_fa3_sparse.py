@@ -1,0 +1,84 @@
+"""SparseD through FlashAttention-3's varlen paged interface: the virtual-sequence construction
+(per head, request and query block, over per-head pages of the packed cache) against the masked
+reference, with a torch twin of FA3 standing in on CPU (the GPU check is in
+benchmarks/bench_attention_kernel.py)."""
+
+import pytest
+import torch
+
+from vllm_dlm.attention.impl import split_kv_cache
+from vllm_dlm.attention.ops.fa3_sparse import RowInfo, sparse_varlen_attention, supports
+from vllm_dlm.attention.ops.reference import paged_attention_reference, varlen_paged_attention_reference
+from vllm_dlm.attention.sparsity.sparsed import mask_to_lists, pack_block_lists
+
+
+def _packed_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, g):
+    """vLLM's packed HND cache [pages, Hkv, page, 2D] with each request's pages scattered."""
+    pages_per = [-(-n // page_size) for n in kv_lens]
+    total = sum(pages_per) + 2
+    perm = torch.randperm(total, generator=g)
+    block_table = torch.zeros(len(q_lens), max(pages_per), dtype=torch.int32)
+    used = 0
+    for r, n in enumerate(pages_per):
+        block_table[r, :n] = perm[used : used + n].int()
+        used += n
+    kv = torch.randn(total, num_kv_heads, page_size, 2 * head_dim, generator=g)
+    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g)
+    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
+    return q, kv, block_table, qsl, torch.tensor(kv_lens, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2])
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_virtual_sequences_match_the_masked_reference(num_kv_heads, block_size):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q_lens, kv_lens, starts = [70, 9, 40, 16], [70, 55, 40, 90], [0, 30, 0, 41]
+    q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, num_kv_heads, 32, 16, g)
+    k_cache, v_cache = split_kv_cache(kv, 32)
+    assert supports(k_cache, 16, block_size, causal=False)
+    masks, rows = [], []
+    for r, (ql, n, s) in enumerate(zip(q_lens, kv_lens, starts)):
+        nb = -(-n // block_size)
+        mask = None
+        if r != 1:  # row 1 dense
+            mask = (torch.rand(4, nb, nb, generator=g) < 0.4) | torch.eye(nb, dtype=torch.bool)
+        masks.append(mask)
+        rows.append(RowInfo(int(qsl[r]), ql, s, n, None if mask is None else mask_to_lists(mask), block_size))
+    out = torch.full_like(q, float("nan"))
+    lse = sparse_varlen_attention(q, k_cache, v_cache, out, bt, rows, 32**-0.5,
+                                  varlen_paged_attention_reference, return_lse=True)
+    blocks = pack_block_lists([r.lists for r in rows], block_size, "cpu")
+    ref_lse = torch.zeros(q.shape[:2])
+    ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5,
+                                    query_pos=torch.tensor(starts), blocks=blocks, lse=ref_lse)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(lse, ref_lse, atol=2e-5, rtol=2e-5)
+
+
+def test_rows_with_different_block_sizes_in_one_call():
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q_lens, kv_lens = [64, 50], [64, 50]
+    q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, 4, 32, 16, g)
+    k_cache, v_cache = split_kv_cache(kv, 32)
+    rows, refs = [], []
+    for r, (n, bs) in enumerate(zip(kv_lens, (16, 32))):
+        nb = -(-n // bs)
+        mask = (torch.rand(4, nb, nb, generator=g) < 0.4) | torch.eye(nb, dtype=torch.bool)
+        rows.append(RowInfo(int(qsl[r]), n, 0, n, mask_to_lists(mask), bs))
+    out = torch.zeros_like(q)
+    sparse_varlen_attention(q, k_cache, v_cache, out, bt, rows, 32**-0.5, varlen_paged_attention_reference)
+    for r, row in enumerate(rows):
+        one = pack_block_lists([row.lists if i == r else None for i in range(2)], row.block_size, "cpu")
+        ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5, blocks=one)
+        qs, qe = int(qsl[r]), int(qsl[r + 1])
+        torch.testing.assert_close(out[qs:qe], ref[qs:qe], atol=2e-5, rtol=2e-5)
+
+
+def test_needs_whole_pages_and_the_packed_layout():
+    kv = torch.zeros(4, 2, 16, 64)
+    k_cache, _ = split_kv_cache(kv, 32)
+    assert supports(k_cache, 16, 128, causal=False)
+    assert not supports(k_cache, 16, 128, causal=True)
+    assert not supports(torch.zeros(4, 16, 2, 32), 16, 128, causal=False)  # NHD
+    k32, _ = split_kv_cache(torch.zeros(4, 2, 32, 64), 32)
+    assert not supports(k32, 32, 16, causal=False)  # blocks smaller than a page
