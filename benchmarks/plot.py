@@ -57,8 +57,10 @@ def plot_attention_kernel(tag: str) -> None:
     rows = data["full"]
     seqs = [r["seq"] for r in rows]
     for key, label in (("fa3_ms", "FA3 dense"), ("dense_ms", "sparsed kernel, dense"),
-                       ("sparse_ms", "sparsed kernel, SparseD lists")):
-        ax1.plot(seqs, [r[key] for r in rows], marker="o", label=label)
+                       ("sparse_ms", "sparsed Triton kernel, SparseD lists"),
+                       ("fa3_virtual_ms", "SparseD on FA3 virtual sequences (used)")):
+        if all(key in r for r in rows):
+            ax1.plot(seqs, [r[key] for r in rows], marker="o", label=label)
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log")
     ax1.set_xlabel("sequence length (full-sequence step)")
@@ -86,19 +88,25 @@ def plot_sparsed_step(tag: str) -> None:
     data = _load(f"sparsed_step_{tag}.json")
     if data is None or "summary" not in data:
         return
-    rows = data["summary"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = [r["prompt_len"] for r in rows]
-    ax.plot(xs, [r["sparse_step_speedup"] for r in rows], marker="o", label="sparse step vs FA3 step")
-    ax.plot(xs, [r["request_speedup_128_steps"] for r in rows], marker="s", label="whole request, 128 steps")
-    ax.plot(xs, [r["request_speedup_1024_steps"] for r in rows], marker="^", label="whole request, 1024 steps")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for backend, style in (("sparsed", "-"), ("sparsed:triton", ":")):
+        rows = [r for r in data["summary"] if r.get("backend", "sparsed") == backend]
+        if not rows:
+            continue
+        name = "FA3 virtual seqs" if backend == "sparsed" else "Triton kernel"
+        xs = [r["prompt_len"] for r in rows]
+        ax.plot(xs, [r["sparse_step_speedup"] for r in rows], style, marker="o", label=f"{name}: sparse step")
+        ax.plot(xs, [r["request_speedup_128_steps"] for r in rows], style, marker="s",
+                label=f"{name}: request, 128 steps")
+        ax.plot(xs, [r["request_speedup_1024_steps"] for r in rows], style, marker="^",
+                label=f"{name}: request, 1024 steps")
     ax.axhline(1.8, ls="--", c="gray", label="issue target at 64k")
     ax.axhline(1.0, ls=":", c="k")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("prompt length")
     ax.set_ylabel("speedup over vLLM FA3 (cache none)")
-    ax.set_title("SparseD (skip 0.2, select 0.3, block 128), LLaDA-8B shape")
-    ax.legend()
+    ax.set_title("SparseD (skip 0.2, select 0.3, block 128) vs FA3, LLaDA-8B shape, H200")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(RESULTS / f"sparsed_step_{tag}.png", dpi=120)
 
@@ -134,4 +142,5 @@ if __name__ == "__main__":
     plot_attention_kernel(tag)
     plot_sparsed_step(tag)
     plot_eviction(tag)
+    plot_eviction(f"{tag}_eager")
     print("plots written to", RESULTS)

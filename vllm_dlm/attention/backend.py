@@ -2,12 +2,13 @@
 
 Selected with `--attention-backend sparsed` / `LLM(attention_backend="sparsed")`. vLLM parses that
 flag into its fixed `AttentionBackendEnum`; the plugin makes `SPARSED` an alias of the `CUSTOM`
-member and registers this class for it (`vllm_dlm.attention.register`). On the CPU platform it is
-also the default for LLaDA/Dream (`compat.cpu_attention`).
+member and registers this class for it (`vllm_dlm.attention.register`); on the CPU platform the
+choice is honoured too (`compat.cpu_attention`).
 
 KV cache: vLLM's standard packed layout [num_pages, num_kv_heads, page_size, 2 * head_dim] (K in the
-first head_dim, V in the second). Today it runs dense bidirectional (or causal) attention with the
-Triton kernel in `ops/paged_attention.py`; SparseD block masks and Sparse-dLLM eviction build on it.
+first head_dim, V in the second), the one its FlashAttention backend uses, so dense steps can run on
+FA3. SparseD masks and Sparse-dLLM kept tokens live beside it, per request (`sparsity/`); the
+per-layer dispatch is in `impl.py`.
 """
 
 from typing import ClassVar

@@ -233,6 +233,11 @@ class DiffusionLMModelState(DefaultModelState):
             switch = params.sparsed.switch_step(params.steps)
             if masks is not None:
                 step.masks[p.row] = masks
+                if not masks.reported:  # computed by the previous step: its size is final
+                    masks.reported = True
+                    logger.info("vllm-dlm: SparseD masks of request %s: %.1f MiB (%d layers, block %d)",
+                                input_batch.req_ids[p.row], masks.nbytes / 2**20, len(masks.layers),
+                                masks.block_size)
             elif p.kind == StepKind.FULL and switch is not None and state.steps_done >= switch:
                 bs = params.sparsed.block_size
                 masks = self.sparsed_masks[slot] = RequestMasks(bs)

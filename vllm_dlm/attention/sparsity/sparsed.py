@@ -84,6 +84,7 @@ class RequestMasks:
 
     block_size: int
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    reported: bool = False  # its size has been logged
 
     @property
     def nbytes(self) -> int:
