@@ -19,6 +19,17 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _tile_scores(q, K, offs_n, n_valid, kv_head, stride_kt, stride_kh, offs_d, d_valid, qk_scale,
+                 FP32_MATH: tl.constexpr):
+    """Scaled scores (log2 units) of a query tile against keys offs_n of one sequence."""
+    k = tl.load(K + offs_n[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :],
+                mask=n_valid[:, None] & d_valid[None, :], other=0.0)
+    if FP32_MATH:
+        return tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
+    return tl.dot(q, tl.trans(k)) * qk_scale
+
+
+@triton.jit
 def _row_lse(Q, K, Lse, key_start, seq_len, qk_scale, stride_qt, stride_qh, stride_kt, stride_kh, stride_lh,
              GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP32_MATH: tl.constexpr):
@@ -37,12 +48,8 @@ def _row_lse(Q, K, Lse, key_start, seq_len, qk_scale, stride_qt, stride_qh, stri
     for start_n in range(key_start, seq_len, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_valid = offs_n < seq_len
-        k = tl.load(K + offs_n[:, None] * stride_kt + (head // GROUP) * stride_kh + offs_d[None, :],
-                    mask=n_valid[:, None] & d_valid[None, :], other=0.0)
-        if FP32_MATH:
-            s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+        s = _tile_scores(q, K, offs_n, n_valid, head // GROUP, stride_kt, stride_kh, offs_d, d_valid,
+                         qk_scale, FP32_MATH)
         s = tl.where(n_valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
@@ -74,12 +81,8 @@ def _block_sums(Q, K, Lse, Out, seq_len, first_block, num_blocks, qk_scale, stri
             for sub_n in tl.static_range(SUB):
                 offs_n = k_block * BLOCK_SIZE + sub_n * TILE + tl.arange(0, TILE)
                 n_valid = offs_n < seq_len
-                k = tl.load(K + offs_n[:, None] * stride_kt + (head // GROUP) * stride_kh + offs_d[None, :],
-                            mask=n_valid[:, None] & d_valid[None, :], other=0.0)
-                if FP32_MATH:
-                    s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
-                else:
-                    s = tl.dot(q, tl.trans(k)) * qk_scale
+                s = _tile_scores(q, K, offs_n, n_valid, head // GROUP, stride_kt, stride_kh, offs_d,
+                                 d_valid, qk_scale, FP32_MATH)
                 p = tl.exp2(s - lse2[:, None])
                 p = tl.where(m_valid[:, None] & n_valid[None, :], p, 0.0)
                 total += tl.sum(tl.sum(p, 1), 0)
