@@ -25,8 +25,10 @@ def _tile_scores(q, K, offs_n, n_valid, kv_head, stride_kt, stride_kh, offs_d, d
     k = tl.load(K + offs_n[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :],
                 mask=n_valid[:, None] & d_valid[None, :], other=0.0)
     if FP32_MATH:
-        return tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee") * qk_scale
-    return tl.dot(q, tl.trans(k)) * qk_scale
+        s = tl.dot(q, tl.trans(k.to(tl.float32)), input_precision="ieee")
+    else:
+        s = tl.dot(q, tl.trans(k))
+    return s * qk_scale
 
 
 @triton.jit
