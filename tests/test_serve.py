@@ -23,7 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(checkpoint: str, name: str, log_dir):
+def _serve(checkpoint: str, name: str, log_dir, extra_args=()):
     """Start `vllm serve` on a free loopback port; yield (OpenAI client, process)."""
     port = _free_port()
     vllm_cli = shutil.which("vllm", path=os.path.dirname(sys.executable)) or "vllm"
@@ -32,7 +32,7 @@ def _serve(checkpoint: str, name: str, log_dir):
     proc = subprocess.Popen(
         [vllm_cli, "serve", checkpoint, "--host", "127.0.0.1", "--port", str(port),
          "--dtype", "float32", "--enforce-eager", "--max-model-len", "512", "--seed", "0",
-         "--served-model-name", name],
+         "--served-model-name", name, *extra_args],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     base = f"http://127.0.0.1:{port}"
