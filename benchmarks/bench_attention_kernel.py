@@ -231,7 +231,6 @@ def main() -> None:
             print(f"cached ctx {n:6d} keep {keep:.2f}: FA3 {fa_c:6.3f} ms | ours {ours:6.3f} ms "
                   f"({row['ours_GBps']:5.0f} GB/s, cfg {cfg}, {waves} waves)", flush=True)
         os.environ.pop("VLLM_DLM_SPLIT_WAVES", None)
-        del kv, k_cache, v_cache, q, k
         path.write_text(json.dumps(record, indent=1))
     top = max(best, default=None)
     if top is not None:

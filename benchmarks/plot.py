@@ -113,22 +113,28 @@ def plot_sparsed_step(tag: str) -> None:
 
 def plot_eviction(tag: str) -> None:
     data = _load(f"eviction_{tag}.json")
-    if data is None or not data["e2e"]:
+    if data is None:
         return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [1, 2]})
+    cached = data["cached"]
+    ax1.bar([r["variant"] for r in cached], [r["cached_step_ms"] for r in cached])
+    ax1.set_ylabel(f"ms per dual-cache step, {cached[0]['context'] // 1024}k context")
+    ax1.set_title("cached step (kept tokens vs all)")
+    ax1.tick_params(axis="x", labelsize=8)
     rows = data["e2e"]
     prompts = sorted({r["prompt_len"] for r in rows})
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
         ys = [next(r.get("tokens_per_s_at_steps", r["tokens_per_s"]) for r in rows
                    if r["variant"] == v and r["prompt_len"] == p) for p in prompts]
-        ax.bar([x + i * width for x in range(len(prompts))], ys, width, label=v)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(prompts))], [f"prompt {p}" for p in prompts])
-    ax.set_yscale("log")
-    ax.set_ylabel("tokens/s (batch 1, gen 256, 1 token/step)")
-    ax.set_title("Sparse-dLLM eviction on paged KV, LLaDA-8B shape")
-    ax.legend()
+        ax2.bar([x + i * width for x in range(len(prompts))], ys, width, label=v)
+    ax2.set_xticks([x + 0.4 - width / 2 for x in range(len(prompts))], [f"prompt {p}" for p in prompts])
+    ax2.set_yscale("log")
+    ax2.set_ylabel("tokens/s (batch 1, gen 256, 1 token/step)")
+    ax2.set_title("end to end")
+    ax2.legend(fontsize=8)
+    fig.suptitle(f"Sparse-dLLM eviction on paged KV, LLaDA-8B shape ({tag})")
     fig.tight_layout()
     fig.savefig(RESULTS / f"eviction_{tag}.png", dpi=120)
 
@@ -143,4 +149,5 @@ if __name__ == "__main__":
     plot_sparsed_step(tag)
     plot_eviction(tag)
     plot_eviction(f"{tag}_eager")
+    plot_eviction(f"{tag}_compiled")
     print("plots written to", RESULTS)

@@ -145,7 +145,7 @@ def generate(model, prompt: torch.Tensor, *, gen_length: int, steps: int, block_
     num_blocks = gen_length // block_length
     per_block = steps // num_blocks
     for b in range(num_blocks):
-        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        hi = P + (b + 1) * block_length
         counts = np.full(per_block, block_length // per_block)
         counts[: block_length % per_block] += 1
         for k in counts:

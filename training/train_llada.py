@@ -40,7 +40,7 @@ from safetensors.torch import save_file
 
 from training.model import LLaDA, generate, llada_config
 from training.tasks import TASKS, TaskGenerator, exact_match
-from training.tokenizer import save_tokenizer, special_ids
+from training.tokenizer import save_tokenizer
 
 MASK_EPS = 1e-3
 

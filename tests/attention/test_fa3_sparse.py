@@ -60,7 +60,7 @@ def test_rows_with_different_block_sizes_in_one_call():
     q_lens, kv_lens = [64, 50], [64, 50]
     q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, 4, 32, 16, g)
     k_cache, v_cache = split_kv_cache(kv, 32)
-    rows, refs = [], []
+    rows = []
     for r, (n, bs) in enumerate(zip(kv_lens, (16, 32))):
         nb = -(-n // bs)
         mask = (torch.rand(4, nb, nb, generator=g) < 0.4) | torch.eye(nb, dtype=torch.bool)

@@ -106,3 +106,15 @@ def test_expanding_lists_to_smaller_blocks_keeps_the_same_positions():
     blocks, counts = expand_lists(*mask_to_lists(mask), 4)
     fine = lists_to_mask(blocks, counts, 12)
     assert torch.equal(fine, mask.repeat_interleave(4, 1).repeat_interleave(4, 2))
+
+
+@pytest.mark.parametrize("block_size", [16, 128])
+def test_block_scores_from_the_attention_kernels_lse(block_size):
+    """The switch step reuses the attention's log-sum-exp instead of recomputing row statistics."""
+    seq_len = 150
+    q, k_cache, v_cache, bt, qsl, seq_lens = random_paged_batch([seq_len], [seq_len], 4, 2, 32, 16, torch.float32)
+    lse = torch.full((seq_len, 4), float("nan"))
+    paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, seq_len, 32**-0.5, lse=lse)
+    k = k_cache[bt[0].long()].reshape(-1, 2, 32)[:seq_len]
+    got = block_scores(q, k, block_size, 32**-0.5, lse=lse)
+    torch.testing.assert_close(got, block_scores_reference(q, k, block_size, 32**-0.5), atol=1e-6, rtol=1e-4)

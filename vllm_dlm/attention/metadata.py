@@ -1,7 +1,7 @@
 """Per-step attention metadata for `sparsed`: built once per step from vLLM's common metadata, then
 given this step's sparsity plan by the dLLM runner hooks (`runner.model_state.prepare_attn`)."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 

@@ -1,0 +1,30 @@
+"""Sparse-dLLM token selection (`sparsity.eviction`) against the reference's filter_cache
+re-implementation, on fresh random queries/keys, GQA and awkward lengths."""
+
+import pytest
+import torch
+
+from tests.reference.sparse_dllm import kept_positions
+from vllm_dlm.attention.sparsity.eviction import pack_token_lists, select_kept_tokens
+
+
+@pytest.mark.parametrize("seq_len, block_start, block_len, heads, kv_heads, keep, kernel", [
+    (97, 40, 16, 4, 4, 0.5, 3), (130, 0, 32, 4, 2, 0.3, 1), (61, 45, 16, 8, 2, 0.7, 5),
+])
+def test_kept_tokens_match_the_reference(seq_len, block_start, block_len, heads, kv_heads, keep, kernel):
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q = torch.randn(seq_len, heads, 32, generator=g)
+    k = torch.randn(seq_len, kv_heads, 32, generator=g)
+    block = q[block_start : block_start + block_len]
+    got = select_kept_tokens(block, k, block_start, keep, kernel)
+    ref = kept_positions(block.transpose(0, 1), k.transpose(0, 1), block_start, keep, kernel)
+    expected = torch.cat([ref, torch.arange(block_start, block_start + block_len)]).sort().values
+    assert torch.equal(got.long(), expected)
+    assert got.numel() == int((seq_len - block_len) * keep) + block_len
+
+
+def test_token_lists_pack_rows_with_offsets():
+    a, b = torch.tensor([0, 3, 5], dtype=torch.int32), torch.tensor([1, 2], dtype=torch.int32)
+    lists = pack_token_lists([a, None, b], "cpu")
+    assert lists.tokens.tolist() == [0, 3, 5, 1, 2]
+    assert lists.meta.tolist() == [[0, 3], [-1, 0], [3, 2]]
