@@ -134,3 +134,30 @@ def test_bad_knob_is_http_400_naming_it_and_server_keeps_serving(server, extra, 
     ok = client.completions.create(model="tiny-llada", prompt="hi", max_tokens=8, temperature=0.0,
                                    extra_body={"ignore_eos": True})
     assert ok.usage.completion_tokens == 8 and proc.poll() is None
+
+
+def _metric(base: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples on the server's /metrics (0 when absent)."""
+    text = requests.get(f"{base}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def test_metrics_count_denoising_steps_blocks_and_refresh_passes(server):
+    client, _ = server
+    base = str(client.base_url).rstrip("/").removesuffix("/v1")
+    names = ("vllm:dlm_denoising_steps_total", "vllm:dlm_full_passes_total",
+             "vllm:dlm_blocks_committed_total", "vllm:dlm_steps_per_block_sum")
+    before = [_metric(base, n) for n in names]
+    # 3 blocks of 8, 2 steps each; cache prefix: one full pass per block
+    client.completions.create(model="tiny-llada", prompt="Once upon a time", max_tokens=24,
+                              temperature=0.0, extra_body={"steps": 6, "block_length": 8,
+                                                           "cache": "prefix", "ignore_eos": True})
+    expected = [6, 3, 3, 6]
+    deadline = time.time() + 30
+    while True:  # stats reach the front end with the engine's outputs, possibly a step later
+        delta = [_metric(base, n) - b for n, b in zip(names, before)]
+        if delta == expected or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert delta == expected, dict(zip(names, delta))

@@ -11,10 +11,17 @@ def apply_all() -> None:
     global _applied
     if _applied:
         return
-    from vllm_dlm.compat import cpu_attention, cpu_triton, openai_knobs, request_validation
+    from vllm_dlm.compat import (
+        cpu_attention,
+        cpu_triton,
+        openai_knobs,
+        request_validation,
+        scheduler_stats,
+    )
 
     cpu_triton.enable_if_cpu()
     cpu_attention.install()
     request_validation.install()
     openai_knobs.install()
+    scheduler_stats.install()
     _applied = True

@@ -16,12 +16,16 @@ A refresh is due when the request has committed a block since its last full pass
 (new or preempted request); with Sparse-dLLM eviction the first `evict_delay` + 1 steps of each block
 are full passes (the last one selects the kept tokens). Everything else (admission, KV block allocation, preemption, stop checks
 on committed tokens, finishing) is vLLM's own.
+
+With stats on (`vllm serve`), every step and committed block is counted (`DenoisingStats`) and sent
+to the front end with vLLM's `SchedulerStats` (`engine.stat_logger` makes the metrics).
 """
 
 from vllm.v1.core.sched.scheduler import Scheduler
 
 from vllm_dlm.config import DecodingParams, resolve_decoding_params
 from vllm_dlm.engine.config_hook import server_defaults
+from vllm_dlm.engine.denoising_stats import DenoisingStats
 from vllm_dlm.models import model_family
 
 CANVAS_PLACEHOLDER = -1  # draft ids are never read: the runner keeps the real canvas
@@ -38,6 +42,8 @@ class DiffusionScheduler(Scheduler):
         # (its KV is valid for that block)
         self._refreshed_at: dict[str, tuple[int, int]] = {}
         self.num_refresh_passes = 0
+        self._stats = DenoisingStats()
+        self._block_steps: dict[str, int] = {}  # req_id -> steps taken in its current block
 
     def _decoding_params(self, request) -> DecodingParams:
         params = self._params.get(request.request_id)
@@ -77,15 +83,42 @@ class DiffusionScheduler(Scheduler):
                 block, passes = self._refreshed_at.get(req_id, (None, 0))
                 self._refreshed_at[req_id] = (committed, passes + 1 if block == committed else 1)
                 self.num_refresh_passes += 1
+                self._stats.full_passes += self.log_stats
             else:  # not scheduled, or cut by the token budget: refresh again next step
                 self._refreshed_at.pop(req_id, None)
         return output
 
+    def update_from_output(self, scheduler_output, model_runner_output):
+        # Steps are counted as their outputs arrive (in order, also with async scheduling, whose
+        # one step of lookahead past a request's last block is discarded by vLLM and not counted).
+        # A denoising step is one that carried the canvas; the prompt-only first step of a new or
+        # resumed request does not. A request emits sampled tokens only when it commits a block.
+        if self.log_stats:
+            denoised = scheduler_output.scheduled_spec_decode_tokens
+            for req_id, index in model_runner_output.req_id_to_index.items():
+                if req_id not in self.requests or req_id not in denoised:
+                    continue
+                steps = self._block_steps.get(req_id, 0) + 1
+                self._stats.denoising_steps += 1
+                if tokens := len(model_runner_output.sampled_token_ids[index]):
+                    self._stats.record_block(steps, tokens)
+                    steps = 0
+                self._block_steps[req_id] = steps
+        return super().update_from_output(scheduler_output, model_runner_output)
+
+    def make_stats(self, *args, **kwargs):
+        stats = super().make_stats(*args, **kwargs)
+        if stats is not None:
+            stats.dlm_stats = self._stats.take()
+        return stats
+
     def _preempt_request(self, request, timestamp: float) -> None:
         self._refreshed_at.pop(request.request_id, None)
+        self._block_steps.pop(request.request_id, None)  # it resumes at the start of its block
         super()._preempt_request(request, timestamp)
 
     def _free_request(self, request, *args, **kwargs):
         self._refreshed_at.pop(request.request_id, None)
         self._params.pop(request.request_id, None)
+        self._block_steps.pop(request.request_id, None)
         return super()._free_request(request, *args, **kwargs)
