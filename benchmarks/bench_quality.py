@@ -10,8 +10,7 @@ other. A variant whose knobs the engine rejects (ValueError at admission) is ski
 message. Besides accuracy each row has `agree_none`: the fraction of items whose output equals the
 `none` variant's (when `none` ran first). Prints a table, writes
 benchmarks/results/quality_<tag>.json (after every row) and quality_<tag>.png. Example (GPU):
-    python -m benchmarks.bench_quality --model models/llada-ruler-tiny --lengths 1024 2048 4096 8192 \
-        --variants none prefix dual dual:thr0.9 sparsed evict --items 32 --tag h200
+    python -m benchmarks.bench_quality --lengths 1024 4096 8192 --items 32 --tag h200
 """
 
 import argparse
@@ -22,13 +21,19 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 
-VARIANTS = {  # name -> (attention_backend, extra_args)
-    "none": (None, {"cache": "none"}),
-    "prefix": (None, {"cache": "prefix"}),
-    "dual": (None, {"cache": "dual"}),
-    "sparsed-dense": ("sparsed", {"cache": "none"}),
-    "sparsed": ("sparsed", {"skip": 0.2, "select": 0.3}),
-    "evict": ("sparsed", {"cache": "dual", "keep_ratio": 0.5}),
+VARIANTS = {  # name -> (attention_backend, extra_args); "none" first: the reference
+    # all on the `sparsed` backend (one engine): select=1 keeps every block, i.e. dense attention,
+    # token-identical to vLLM's default backend (tests/test_sparsed_engine.py)
+    "none": ("sparsed", {"cache": "none", "select": 1.0}),
+    "prefix": ("sparsed", {"cache": "prefix", "select": 1.0}),
+    "dual": ("sparsed", {"cache": "dual", "select": 1.0}),
+    "sparsed": ("sparsed", {"cache": "none", "skip": 0.2, "select": 0.3}),
+    "sparsed-dual": ("sparsed", {"cache": "dual", "skip": 0.2, "select": 0.3}),
+    "evict": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "select": 1.0}),
+    "evict-sparsed": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "skip": 0.2, "select": 0.3}),
+    # vLLM's default attention backend (a second engine), dense
+    "default-none": (None, {"cache": "none"}),
+    "default-dual": (None, {"cache": "dual"}),
 }
 MODIFIERS = {  # prefix -> (knob, type)
     "thr": ("threshold", float), "skip": ("skip", float), "sel": ("select", float),
@@ -183,7 +188,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
     parser.add_argument("--items", type=int, default=32, help="held-out items per task and length")
-    parser.add_argument("--variants", nargs="+", default=["none", "prefix", "dual", "sparsed"])
+    parser.add_argument("--variants", nargs="+", default=["none", "prefix", "dual", "sparsed", "sparsed-dual", "evict", "evict-sparsed", "dual:thr0.9"])
     parser.add_argument("--gen", type=int, default=16, help="max_tokens (the trained answer region)")
     parser.add_argument("--steps", type=int, default=None, help="default: gen")
     parser.add_argument("--block", type=int, default=None, help="block_length; default: gen")

@@ -31,8 +31,21 @@ def test_held_out_split_is_disjoint_from_train(gen):
     test = {tuple(it.answer) for t in TASKS for it in gen.test_items(t, 128, 100)}
     assert all(split_of(a) == "train" for a in train) and all(split_of(a) == "test" for a in test)
     assert not train & test
-    batch = gen.train_batch(rng, 256, 64, 16)
+    batch, induction = gen.train_batch(rng, 256, 64, 16)
     assert batch.shape == (64, 272) and (batch[:, -16:][:, -1] == gen.eos).all()
+    assert not induction.any()
+
+
+def test_induction_rows_repeat_a_segment(gen):
+    rng = np.random.default_rng(1)
+    batch, induction = gen.train_batch(rng, 256, 200, 16, repeat_frac=0.5)
+    assert 60 < induction.sum() < 140
+    for row in batch[induction]:
+        half = (len(row) - 1 + 1) // 2
+        assert row[0] == gen.bos and (row[1:1 + half][: len(row) - 1 - half] == row[1 + half:]).all()
+        assert gen.eos not in row[1:] and gen.tok.token_to_id("<|mdm_mask|>") not in row
+    for row in batch[~induction]:
+        assert row[-1] == gen.eos
 
 
 def test_test_items_depend_only_on_task_length_and_index(gen):

@@ -1,15 +1,20 @@
 """Synthetic long-context tasks in the spirit of RULER, generated as token ids.
 
 Every item is a prompt of exactly `length` tokens (<|startoftext|>, a haystack of filler prose with
-the task's lines inserted at sentence boundaries, a question ending in "answer :") and a short
-answer (<= 8 tokens). The model sees the answer region as `gen_length` tokens: the answer, then
+the task's lines inserted at sentence boundaries, a question, "answer :" and, as RULER's templates
+do, the start of the answer sentence restated from the needle) and a short answer (<= 8 tokens). The model sees the answer region as `gen_length` tokens: the answer, then
 <|endoftext|> up to gen_length (LLaDA SFT's EOS padding, learned and emitted).
 
   niah_single    one needle "the special magic number for KEY is 123456 ." ; asks for KEY's number
+                 ("... ? answer : the special magic number for KEY is" -> "123456")
   niah_multikey  four needles with different keys and numbers; asks for one of them
   vt             variable tracking: two chains "var A = 12345 ." "var B = var A ." ... (4 variables
-                 each); asks "which variables are assigned the value 12345 ?" -> "A B C D"
+                 each); asks "which variables are assigned the value 12345 ? answer :" -> "A B C D"
   copy           "the secret code is QXZKMWP ." ; asks for the code (7 capital letters)
+                 ("... ? answer : the secret code is" -> "QXZKMWP")
+
+`induction_row` makes the training-only rows of a random segment written twice (every token of the
+second copy predictable from the first and back), which teach the copy circuits the tasks need.
 
 Splits: the held-out test split is disjoint from train by construction, not by chance: an item
 belongs to the test split iff crc32 of its answer tokens is 0 mod 8 (`split_of`); the training
@@ -85,6 +90,8 @@ class TaskGenerator:
         self.keys = np.array([vocab["\u2581" + k] for k in KEYS])
         self._text = {}
         self.filler, self.bounds = self._filler_stream(filler_tokens)
+        self.task_tokens = np.unique(np.concatenate(
+            [self.filler, self.digit.ravel(), self.cap.ravel(), self.keys]))
 
     def t(self, text: str) -> np.ndarray:
         """Token ids of a template fragment (no bos), cached."""
@@ -137,7 +144,8 @@ class TaskGenerator:
                      for key, v in zip(keys, values)]
             ask = rng.integers(k)
             question = np.concatenate([t("question : what is the special magic number for"),
-                                       [keys[ask]], t("? answer :")])
+                                       [keys[ask]], t("? answer : the special magic number for"),
+                                       [keys[ask]], t("is")])
             return lines, question, values[ask]
         if task == "vt":
             chains, chain_len = 2, 4
@@ -159,7 +167,7 @@ class TaskGenerator:
             letters = rng.integers(0, 26, 7)
             code = np.concatenate([self.cap[letters[:1], 0], self.cap[letters[1:], 1]])
             line = np.concatenate([t("the secret code is"), code, t(".")])
-            return [line], t("question : what is the secret code ? answer :"), code
+            return [line], t("question : what is the secret code ? answer : the secret code is"), code
         raise ValueError(f"unknown task {task!r}; tasks are {TASKS}")
 
     def item(self, task: str, length: int, rng, split: str) -> Item:
@@ -180,11 +188,23 @@ class TaskGenerator:
         return [self.item(task, length, np.random.default_rng([TEST_SEED, TASKS.index(task), length, i]),
                           "test") for i in range(start, start + n)]
 
-    def train_batch(self, rng, length: int, batch: int, gen_length: int, tasks=TASKS) -> np.ndarray:
-        """[batch, length + gen_length] int64: train prompts + answer regions, tasks mixed."""
+    def induction_row(self, rng, n: int) -> np.ndarray:
+        """bos, then a random segment of task tokens (words, digits, capitals, keys) written twice
+        (the second copy cut to fit): n ids."""
+        seg = rng.choice(self.task_tokens, size=(n - 1 + 1) // 2)
+        return np.concatenate([[self.bos], seg, seg])[:n]
+
+    def train_batch(self, rng, length: int, batch: int, gen_length: int, tasks=TASKS,
+                    repeat_frac: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """([batch, length + gen_length] int64, [batch] bool): train prompts + answer regions,
+        tasks mixed; a `repeat_frac` share of the rows are induction rows (flagged True)."""
         out = np.empty((batch, length + gen_length), np.int64)
+        induction = rng.random(batch) < repeat_frac
         for b in range(batch):
+            if induction[b]:
+                out[b] = self.induction_row(rng, length + gen_length)
+                continue
             it = self.item(tasks[rng.integers(len(tasks))], length, rng, "train")
             out[b, :length] = it.prompt
             out[b, length:] = target(it, gen_length, self.eos)
-        return out
+        return out, induction

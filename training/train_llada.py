@@ -1,10 +1,15 @@
 """Train a small LLaDA on the synthetic long-context tasks (training/tasks.py) and save it in the
 official LLaDA checkpoint layout, loadable by vLLM through the plugin like LLaDA-8B.
 
-Objective (LLaDA SFT): per sequence t ~ U(0, 1), p = (1 - eps) t + eps; every answer-region token
-(answer + EOS padding, `gen_length` of them) is replaced by <|mdm_mask|> with probability p, the
-prompt never; loss = sum over masked positions of CE / p, divided by gen_length and batch size.
-Logits are computed only over the answer region.
+Objective (LLaDA's masked diffusion): per sequence t ~ U(0, 1), p = (1 - eps) t + eps; each token
+of the sequence's maskable region is replaced by <|mdm_mask|> with probability p; loss = sum over
+masked positions of CE / p, divided by the region's length, averaged over the batch. The region
+is, for a fraction --pretrain-frac of the rows, the whole sequence but bos (LLaDA pre-training:
+it makes the model reconstruct needles and keys from their other occurrence, many more retrieval
+signals per sequence than the answer alone), and for the other rows the answer region (LLaDA
+SFT: answer + EOS padding, `gen_length` tokens, the prompt never masked). A fraction --repeat-frac
+of the rows are induction rows instead of task items (a random segment written twice, masked
+anywhere): the copy circuits retrieval needs form far sooner on them than on answers alone.
 
 Batches hold one prompt length each (items are generated at exact lengths: no padding), tasks
 mixed; batch size = --tokens-per-step // (length + gen_length), lengths log-uniform in
@@ -17,11 +22,14 @@ Writes to --out: config.json, model.safetensors (bf16), generation_config.json, 
 model_card.md (final held-out exact match per task and length). The weights are also saved at
 every evaluation, so a run cut short leaves a checkpoint.
 
-    python -m training.train_llada --device cuda --minutes 6.5 --out /tmp/llada-ruler-tiny  # H200, ~7.5 min
-    # CPU smoke scale (25 min on one core reached only 25% niah_single at 64 tokens):
-    python -m training.train_llada --device cpu --threads 1 --minutes 25 --tasks niah_single copy \
-        --d-model 128 --layers 2 --heads 4 --mlp 384 --rope-theta 10000 --min-len 64 --max-len 128 \
-        --tokens-per-step 10240 --lr 3e-3 --warmup 50 --eval-every 240 --out /tmp/tiny
+    python -m training.train_llada --device cuda --minutes 7 --workers 3 --out models/llada-ruler-tiny
+
+made the bundled checkpoint (models/llada-ruler-tiny/model_card.md: one H200 call of 449 s, shared
+with a second variant of the sweep, so alone it takes more steps in the same 7 minutes). What made
+retrieval learnable at all: the RULER-style restated answer prefix ("... answer : the special magic
+number for KEY is" -> number), which turns retrieval into an induction continuation, and the
+induction rows (--repeat-frac) with whole-sequence masking (--pretrain-frac). Without them six
+recipes (depth, width, learning rate, weighting) stayed at 0% held-out after 1600-7000 steps.
 """
 
 import argparse
@@ -67,7 +75,8 @@ class Batches(torch.utils.data.IterableDataset):
             length = math.exp(rng.uniform(math.log(a.min_len), math.log(top)))
             length = min(a.max_len, max(a.min_len, int(round(length / 64)) * 64))
             batch = max(1, a.tokens_per_step // (length + a.gen_length))
-            yield torch.from_numpy(gen.train_batch(rng, length, batch, a.gen_length, a.tasks)), length
+            x, induction = gen.train_batch(rng, length, batch, a.gen_length, a.tasks, a.repeat_frac)
+            yield torch.from_numpy(x), torch.from_numpy(induction), length
 
 
 def new_window() -> dict:
@@ -75,22 +84,32 @@ def new_window() -> dict:
     return {"t": time.time(), "tokens": 0, "len": 0, "n": 0, "sums": 0.0}
 
 
-def sft_loss(model, x: torch.Tensor, gen_length: int, mask_id: int, autocast: bool):
-    """LLaDA SFT loss on x [B, P + G] (answer region = last G). Returns (loss, plain CE over the
-    masked positions, accuracy over them); no host synchronisation."""
-    B, G = x.shape[0], gen_length
+def diffusion_loss(model, x: torch.Tensor, gen_length: int, mask_id: int, autocast: bool,
+                   pretrain_frac: float = 0.0, whole: torch.Tensor | None = None):
+    """Masked-diffusion loss on x [B, P + G] (answer region = last G; module docstring); rows
+    flagged in `whole` [B] (induction rows) are masked over the whole sequence. Returns
+    (loss, plain CE over the masked positions, accuracy over them); no host synchronisation."""
+    B, N = x.shape
+    G = gen_length
     p = (1 - MASK_EPS) * torch.rand(B, 1, device=x.device) + MASK_EPS
-    masked = torch.rand(B, G, device=x.device) < p
-    answer = x[:, -G:]
-    noisy = x.clone()
-    noisy[:, -G:] = torch.where(masked, mask_id, answer)
+    pos = torch.arange(N, device=x.device)
+    region = (pos >= N - G).expand(B, N)
+    rows = torch.rand(B, 1, device=x.device) < pretrain_frac
+    if whole is not None:
+        rows = rows | whole[:, None]
+    region = region | (rows & (pos > 0))
+    masked = (torch.rand(B, N, device=x.device) < p) & region
+    noisy = torch.where(masked, mask_id, x)
+    last = G if pretrain_frac == 0 and whole is None else None  # SFT only: answer logits suffice
     with torch.autocast(x.device.type, torch.bfloat16, enabled=autocast):
-        logits = model(noisy, last=G)
-    ce = F.cross_entropy(logits.float().flatten(0, 1), answer.flatten(), reduction="none").view(B, G)
+        logits = model(noisy, last=last)
+    if last is not None:
+        x, masked, region = x[:, -G:], masked[:, -G:], region[:, -G:]
+    ce = F.cross_entropy(logits.float().flatten(0, 1), x.flatten(), reduction="none").view(x.shape)
     weight = masked.float()
-    loss = (ce * weight / p).sum() / (G * B)
+    loss = (ce * weight / p / region.sum(1, keepdim=True)).sum() / B
     n = weight.sum().clamp(min=1)
-    acc = ((logits.argmax(-1) == answer).float() * weight).sum() / n
+    acc = ((logits.argmax(-1) == x).float() * weight).sum() / n
     return loss, (ce * weight).sum() / n, acc
 
 
@@ -168,8 +187,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.0, help="training wall-clock budget")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--d-model", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--mlp", type=int, default=768)
     ap.add_argument("--rope-theta", type=float, default=500000.0)
     ap.add_argument("--max-position", type=int, default=8448)
@@ -177,10 +196,16 @@ def main() -> None:
     ap.add_argument("--gen-length", type=int, default=16)
     ap.add_argument("--min-len", type=int, default=128)
     ap.add_argument("--max-len", type=int, default=8192)
-    ap.add_argument("--gate", type=float, default=0.5,
+    ap.add_argument("--gate", type=float, default=0.4,
                     help="double the longest trained length when mean held-out accuracy there reaches this")
-    ap.add_argument("--full-at", type=float, default=0.6,
+    ap.add_argument("--full-at", type=float, default=0.75,
                     help="fraction of the budget after which all lengths up to max-len are trained")
+    ap.add_argument("--pretrain-frac", type=float, default=0.5,
+                    help="fraction of rows masked over the whole sequence (LLaDA pre-training); "
+                         "the others over the answer region only (SFT)")
+    ap.add_argument("--repeat-frac", type=float, default=0.25,
+                    help="fraction of rows that are induction rows (a random segment written twice, "
+                         "masked anywhere): they teach copying")
     ap.add_argument("--tokens-per-step", type=int, default=65536)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100, help="steps")
@@ -188,7 +213,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="data processes (default 4 on cuda, 0 on cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--log-every", type=int, default=100)
-    ap.add_argument("--eval-every", type=float, default=30.0, help="seconds")
+    ap.add_argument("--eval-every", type=float, default=40.0, help="seconds")
     ap.add_argument("--eval-items", type=int, default=8)
     ap.add_argument("--final-lengths", type=int, nargs="+", default=None)
     ap.add_argument("--final-items", type=int, default=32)
@@ -229,7 +254,7 @@ def main() -> None:
                                          prefetch_factor=4 if workers else None)
     step, tokens, last_eval = 0, 0, t0
     window = new_window()
-    for x, length in loader:
+    for x, induction, length in loader:
         progress = (time.time() - t0) / budget
         if progress >= 1.0:
             break
@@ -238,7 +263,9 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         x = x.to(device, non_blocking=True)
-        loss, ce, acc = sft_loss(model, x, args.gen_length, ids["mask"], autocast=cuda)
+        whole = induction.to(device, non_blocking=True) if args.repeat_frac > 0 else None
+        loss, ce, acc = diffusion_loss(model, x, args.gen_length, ids["mask"], autocast=cuda,
+                                       pretrain_frac=args.pretrain_frac, whole=whole)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,6 +11,11 @@ Which kernel runs a step:
 After the attention, rows at their SparseD switch step derive this layer's masks from the block
 importance (reusing each query's log-sum-exp from the attention), and rows in their block's
 eviction pass select this layer's kept tokens (`sparsity.plan.StepSparsity` says which rows).
+
+VLLM_DLM_KERNELS=torch runs the kernels' plain-torch twins (`ops.reference`, same arguments and
+semantics, tested equal) instead of our Triton kernels: on CPU they are ~100x faster than the
+Triton interpreter, for demos and the quality harness; CI keeps the Triton kernels.
+FA3 (dense, and SparseD virtual sequences) needs a head size FA3 is built for.
 """
 
 import functools
@@ -23,8 +28,9 @@ from vllm.v1.attention.backend import AttentionImpl
 
 from vllm_dlm.attention.metadata import SparsedMetadata
 from vllm_dlm.attention.ops import fa3_sparse
-from vllm_dlm.attention.ops.block_scores import block_scores
-from vllm_dlm.attention.ops.paged_attention import paged_attention
+from vllm_dlm.attention.ops import reference
+from vllm_dlm.attention.ops.block_scores import block_scores as triton_block_scores
+from vllm_dlm.attention.ops.paged_attention import paged_attention as triton_paged_attention
 from vllm_dlm.attention.sparsity.eviction import select_kept_tokens
 from vllm_dlm.attention.sparsity.plan import StepSparsity
 from vllm_dlm.attention.sparsity.sparsed import select_key_blocks
@@ -45,6 +51,27 @@ def write_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
     pages, offsets = slots // page_size, slots % page_size
     k_cache[pages, offsets] = key[keep].to(k_cache.dtype)
     v_cache[pages, offsets] = value[keep].to(v_cache.dtype)
+
+
+FA3_HEAD_SIZES = (64, 96, 128, 192, 256)
+TORCH_KERNELS = os.environ.get("VLLM_DLM_KERNELS", "triton") == "torch"
+
+
+def _torch_paged_attention(q, k_cache, v_cache, block_table, query_start_loc, seq_lens, max_query_len,
+                           scale, causal=False, out=None, query_pos=None, blocks=None, tokens=None,
+                           lse=None, num_splits=1, config=None, max_seq_len=None):
+    """`paged_attention`'s signature on its torch twin (num_splits / config do not apply)."""
+    result = reference.paged_attention_reference(q, k_cache, v_cache, block_table, query_start_loc,
+                                                 seq_lens, scale, causal, query_pos, blocks, tokens, lse)
+    return result if out is None else out.copy_(result)
+
+
+def _torch_block_scores(q, k, block_size, scale, lse=None, key_start_block=0):
+    return reference.block_scores_reference(q, k, block_size, scale, key_start_block).to(q.device)
+
+
+paged_attention = _torch_paged_attention if TORCH_KERNELS else triton_paged_attention
+block_scores = _torch_block_scores if TORCH_KERNELS else triton_block_scores
 
 
 def _flash_attention_3():
@@ -74,7 +101,7 @@ class SparsedImpl(AttentionImpl):
         self.num_kv_heads = num_kv_heads
         self.kv_cache_dtype = kv_cache_dtype
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
-        self.fa3 = _flash_attention_3()
+        self.fa3 = _flash_attention_3() if head_size in FA3_HEAD_SIZES else None
         # VLLM_DLM_SPARSE_KERNEL=triton keeps SparseD steps on our kernel even where FA3 could
         # run them (benchmarks compare the two).
         self.sparse_on_fa3 = os.environ.get("VLLM_DLM_SPARSE_KERNEL", "auto") != "triton"
