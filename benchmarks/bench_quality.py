@@ -70,7 +70,7 @@ def start_engine(args, backend):
     return LLM(model=args.model, attention_backend=backend, dtype=args.dtype,
                max_model_len=max(args.lengths) + args.gen + 64, max_num_seqs=args.max_num_seqs,
                enforce_eager=not args.compile, gpu_memory_utilization=args.gpu_memory_utilization,
-               seed=0)
+               seed=0, distributed_executor_backend=args.executor)
 
 
 def stop_engine(llm) -> None:
@@ -195,6 +195,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--max-num-seqs", type=int, default=64)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--executor", default=None,
+                        help="distributed_executor_backend; `uni` keeps the worker in the engine "
+                             "process (on a small CPU machine the engine's polling would take a core)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
