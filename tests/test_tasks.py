@@ -41,7 +41,7 @@ def test_induction_rows_repeat_a_segment(gen):
     batch, induction = gen.train_batch(rng, 256, 200, 16, repeat_frac=0.5)
     assert 60 < induction.sum() < 140
     for row in batch[induction]:
-        half = (len(row) - 1 + 1) // 2
+        half = len(row) // 2
         assert row[0] == gen.bos and (row[1:1 + half][: len(row) - 1 - half] == row[1 + half:]).all()
         assert gen.eos not in row[1:] and gen.tok.token_to_id("<|mdm_mask|>") not in row
     for row in batch[~induction]:

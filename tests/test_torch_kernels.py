@@ -31,3 +31,12 @@ def torch_llm(tiny_llada):
 def test_torch_twins_give_the_triton_kernels_tokens(sparsed_llm, torch_llm, knobs):
     token_prompts = prompts(380, [130, 70], seed=43)
     assert run(torch_llm, token_prompts, **knobs) == run(sparsed_llm, token_prompts, **knobs)
+
+
+def test_unknown_kernel_choice_is_a_clear_error():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import vllm_dlm.attention.impl"], capture_output=True,
+                          text=True, env={**os.environ, "VLLM_DLM_KERNELS": "cuda"})
+    assert proc.returncode != 0 and "VLLM_DLM_KERNELS must be 'triton' or 'torch'" in proc.stderr

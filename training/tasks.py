@@ -191,7 +191,7 @@ class TaskGenerator:
     def induction_row(self, rng, n: int) -> np.ndarray:
         """bos, then a random segment of task tokens (words, digits, capitals, keys) written twice
         (the second copy cut to fit): n ids."""
-        seg = rng.choice(self.task_tokens, size=(n - 1 + 1) // 2)
+        seg = rng.choice(self.task_tokens, size=n // 2)  # ceil((n - 1) / 2): after bos
         return np.concatenate([[self.bos], seg, seg])[:n]
 
     def train_batch(self, rng, length: int, batch: int, gen_length: int, tasks=TASKS,

@@ -54,7 +54,10 @@ def write_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
 
 
 FA3_HEAD_SIZES = (64, 96, 128, 192, 256)
-TORCH_KERNELS = os.environ.get("VLLM_DLM_KERNELS", "triton") == "torch"
+KERNELS = os.environ.get("VLLM_DLM_KERNELS", "triton")
+if KERNELS not in ("triton", "torch"):
+    raise ValueError(f"VLLM_DLM_KERNELS must be 'triton' or 'torch', got {KERNELS!r}")
+TORCH_KERNELS = KERNELS == "torch"
 
 
 def _torch_paged_attention(q, k_cache, v_cache, block_table, query_start_loc, seq_lens, max_query_len,

@@ -5,7 +5,7 @@
 (msgspec, decoded by the dataclass's own field list), and has no free-form slot of its own; the
 stat logger plugins (`vllm.stat_logger_plugins`) only ever see what it carries. This adds one
 optional field, `dlm_stats: dict[str, Any] | None` (default None), which `DiffusionScheduler`
-fills (`vllm_dlm.engine.metrics.DenoisingStats.take`) and `DiffusionStatLogger` reads. The field is
+fills (`vllm_dlm.engine.denoising_stats.DenoisingStats.take`) and `DiffusionStatLogger` reads. The field is
 added in every process by `register()`, before vLLM encodes or decodes anything; a process without
 it ignores the field.
 

@@ -41,7 +41,6 @@ class DiffusionScheduler(Scheduler):
         # req_id -> (num_output_tokens, full passes so far) for the block of its last full pass
         # (its KV is valid for that block)
         self._refreshed_at: dict[str, tuple[int, int]] = {}
-        self.num_refresh_passes = 0
         self._stats = DenoisingStats()
         self._block_steps: dict[str, int] = {}  # req_id -> steps taken in its current block
 
@@ -82,7 +81,6 @@ class DiffusionScheduler(Scheduler):
             if scheduled == request.num_tokens + request.max_tokens - committed:
                 block, passes = self._refreshed_at.get(req_id, (None, 0))
                 self._refreshed_at[req_id] = (committed, passes + 1 if block == committed else 1)
-                self.num_refresh_passes += 1
                 self._stats.full_passes += self.log_stats
             else:  # not scheduled, or cut by the token budget: refresh again next step
                 self._refreshed_at.pop(req_id, None)
