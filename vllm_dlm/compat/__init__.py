@@ -17,6 +17,7 @@ def apply_all() -> None:
         openai_knobs,
         request_validation,
         scheduler_stats,
+        warmup_vocab,
     )
 
     cpu_triton.enable_if_cpu()
@@ -24,4 +25,5 @@ def apply_all() -> None:
     request_validation.install()
     openai_knobs.install()
     scheduler_stats.install()
+    warmup_vocab.install()
     _applied = True
