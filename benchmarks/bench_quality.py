@@ -30,6 +30,9 @@ VARIANTS = {  # name -> (attention_backend, extra_args); "none" first: the refer
     "sparsed": ("sparsed", {"cache": "none", "skip": 0.2, "select": 0.3}),
     "sparsed-dual": ("sparsed", {"cache": "dual", "skip": 0.2, "select": 0.3}),
     "evict": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "select": 1.0}),
+    "evict-page": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "select": 1.0, "evict_unit": "page"}),
+    "evict-fast": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "select": 1.0, "evict_unit": "page",
+                               "evict_pass": "cached"}),
     "evict-sparsed": ("sparsed", {"cache": "dual", "keep_ratio": 0.5, "skip": 0.2, "select": 0.3}),
     # vLLM's default attention backend (a second engine), dense
     "default-none": (None, {"cache": "none"}),

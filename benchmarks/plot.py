@@ -120,7 +120,7 @@ def plot_eviction(tag: str) -> None:
     ax1.bar([r["variant"] for r in cached], [r["cached_step_ms"] for r in cached])
     ax1.set_ylabel(f"ms per dual-cache step, {cached[0]['context'] // 1024}k context")
     ax1.set_title("cached step (kept tokens vs all)")
-    ax1.tick_params(axis="x", labelsize=8)
+    ax1.tick_params(axis="x", labelsize=7, labelrotation=20)
     rows = data["e2e"]
     prompts = sorted({r["prompt_len"] for r in rows})
     variants = list(dict.fromkeys(r["variant"] for r in rows))

@@ -39,8 +39,13 @@ REQUEST_KNOBS = {
     "keep_ratio": (int, float),
     "kernel_size": (int,),
     "evict_delay": (int,),
+    "evict_pass": (str,),
+    "evict_unit": (str,),
 }
-SPARSED_KNOBS = ("skip", "select", "block_size", "isolated", "keep_ratio", "kernel_size", "evict_delay")
+SPARSED_KNOBS = ("skip", "select", "block_size", "isolated", "keep_ratio", "kernel_size", "evict_delay",
+                 "evict_pass", "evict_unit")
+EVICT_PASSES = ("full", "cached")
+EVICT_UNITS = ("token", "page")
 MAX_SPARSED_BLOCK_SIZE = 1024
 # extra_args keys vLLM itself puts there (disaggregated prefill); passed through, not ours.
 VLLM_EXTRA_ARGS = ("kv_transfer_params", "ec_transfer_params")
@@ -74,15 +79,33 @@ class EvictionParams:
     block the first `evict_delay` + 1 steps are full passes; the last of them scores every cached
     prefix/suffix token by the block's mean query against its key (averaged over heads), max-pools
     the scores over `kernel_size` neighbours, and keeps the top `keep_ratio` of them per layer; the
-    block's later (dual-cache) steps attend to the kept tokens and the block only."""
+    block's later (dual-cache) steps attend to the kept tokens and the block only.
+
+    Two choices beyond the paper (defaults = the paper):
+      evict_pass  "full": the selecting step is a full pass (Sparse-dLLM). "cached": only the
+                  block's refresh is a full pass; the selecting step is a dual-cache step whose
+                  block queries are scored against the cached keys (no second full pass per block).
+      evict_unit  "token": keep tokens (Sparse-dLLM). "page": keep whole KV-cache pages (vLLM
+                  blocks), ranked by their best pooled token score, the block's pages always kept
+                  and int(candidate pages * keep_ratio) of the others; later steps then run on
+                  FlashAttention-3 with a per-layer block table of the kept pages (Hopper)."""
 
     keep_ratio: float = 1.0
     kernel_size: int = 3
     evict_delay: int = 1
+    evict_pass: str = "full"
+    evict_unit: str = "token"
 
     @property
     def enabled(self) -> bool:
         return self.keep_ratio < 1.0
+
+    def is_full_pass(self, step_in_block: int) -> bool:
+        """Whether this step of a block (dual cache) is a full pass: the refresh (step 0), and with
+        full selection passes the steps up to the selecting one."""
+        if step_in_block == 0:
+            return True
+        return self.enabled and self.evict_pass == "full" and step_in_block <= self.evict_delay
 
 
 @dataclass(frozen=True)
@@ -134,6 +157,8 @@ class ServerDefaults:
     keep_ratio: float | None = None
     kernel_size: int | None = None
     evict_delay: int | None = None
+    evict_pass: str | None = None
+    evict_unit: str | None = None
 
 
 def _check_type(where: str, name: str, value, types) -> None:
@@ -279,8 +304,9 @@ def _pick(args: dict, defaults: ServerDefaults, base, name: str):
 
 
 def _resolve_eviction(args: dict, defaults: ServerDefaults) -> EvictionParams:
-    keep_ratio, kernel_size, evict_delay = (
-        _pick(args, defaults, EvictionParams, n) for n in ("keep_ratio", "kernel_size", "evict_delay")
+    keep_ratio, kernel_size, evict_delay, evict_pass, evict_unit = (
+        _pick(args, defaults, EvictionParams, n)
+        for n in ("keep_ratio", "kernel_size", "evict_delay", "evict_pass", "evict_unit")
     )
     if not 0.0 < keep_ratio <= 1.0:
         raise ValueError(f"keep_ratio must be in (0, 1], got {keep_ratio}")
@@ -288,7 +314,11 @@ def _resolve_eviction(args: dict, defaults: ServerDefaults) -> EvictionParams:
         raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size}")
     if evict_delay < 0:
         raise ValueError(f"evict_delay must be >= 0, got {evict_delay}")
-    return EvictionParams(float(keep_ratio), int(kernel_size), int(evict_delay))
+    if evict_pass not in EVICT_PASSES:
+        raise ValueError(f"evict_pass must be one of {EVICT_PASSES}, got {evict_pass!r}")
+    if evict_unit not in EVICT_UNITS:
+        raise ValueError(f"evict_unit must be one of {EVICT_UNITS}, got {evict_unit!r}")
+    return EvictionParams(float(keep_ratio), int(kernel_size), int(evict_delay), evict_pass, evict_unit)
 
 
 def _resolve_sparsed(args: dict, defaults: ServerDefaults) -> SparseDParams:

@@ -7,7 +7,9 @@ Which kernel runs a step:
                                  whose block tables list the kept blocks' pages
                                  (`ops.fa3_sparse`); else our Triton kernel walking the lists
   Sparse-dLLM kept tokens        our Triton kernel over token lists (with SparseD keep bits when
-  (and their composition)        the row also has masks)
+  (and their composition)        the row also has masks); kept whole pages (evict_unit="page")
+                                 without SparseD work in the step: FA3 with a per-layer block
+                                 table listing only the kept pages
 After the attention, rows at their SparseD switch step derive this layer's masks from the block
 importance (reusing each query's log-sum-exp from the attention), and rows in their block's
 eviction pass select this layer's kept tokens (`sparsity.plan.StepSparsity` says which rows).
@@ -138,6 +140,12 @@ class SparsedImpl(AttentionImpl):
             paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
                             m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
                             lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
+        elif self.fa3 is not None and self.sparse_on_fa3 and sparse.kept_on_pages and not m.causal:
+            table, used = sparse.page_table(name, m.block_table, m.seq_lens, k_cache.shape[1])
+            self.fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=m.query_start_loc,
+                     max_seqlen_q=m.max_query_len, seqused_k=used, max_seqlen_k=m.max_seq_len,
+                     softmax_scale=self.scale, causal=False, block_table=table, fa_version=3)
+            lse = None
         elif self._fa3_can_run(sparse, k_cache, m.causal):
             rows = sparse.row_infos(name)
             lse = fa3_sparse.sparse_varlen_attention(
@@ -154,7 +162,7 @@ class SparsedImpl(AttentionImpl):
                             lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
         if sparse is not None:
             self._compute_masks(name, sparse, q, k, lse)
-            self._select_tokens(name, sparse, q, k)
+            self._select_tokens(name, sparse, q, k, k_cache, m.block_table)
         return output
 
     def _fa3_can_run(self, sparse: StepSparsity, k_cache, causal: bool) -> bool:
@@ -176,14 +184,26 @@ class SparsedImpl(AttentionImpl):
         n = slot_mapping.shape[0]
         write_kv(key[:n], value[:n], k_cache, v_cache, slot_mapping)
 
-    def _select_tokens(self, layer_name: str, sparse: StepSparsity, q, k) -> None:
-        """Eviction pass: each selecting row keeps this layer's most attended cached tokens."""
+    def _select_tokens(self, layer_name: str, sparse: StepSparsity, q, k, k_cache, block_table) -> None:
+        """Eviction step: each selecting row keeps this layer's most attended cached tokens (or
+        pages). A full pass scores this step's keys; a dual-cache step (evict_pass="cached")
+        scores the keys in the paged cache, this step's block keys already written there."""
+        page_size = k_cache.shape[1]
         for job in sparse.select_tokens.values():
-            qs, qe = job.query_start, job.query_end
-            start = job.kept.block_start
-            job.kept.layers[layer_name] = select_kept_tokens(
-                q[qs + start : qs + start + job.block_length], k[qs:qe], start, job.keep_ratio, job.kernel_size
-            )
+            qs, qe, kept = job.query_start, job.query_end, job.kept
+            start = kept.block_start
+            if job.cached_row is None:
+                q_block, keys = q[qs + start : qs + start + job.block_length], k[qs:qe]
+            else:
+                pages = block_table[job.cached_row, : -(-kept.seq_len // page_size)].long()
+                q_block = q[qs : qs + job.block_length]
+                keys = k_cache[pages].flatten(0, 1)[: kept.seq_len]
+            chosen = select_kept_tokens(q_block, keys, start, job.keep_ratio, job.kernel_size,
+                                        page_size if job.by_page else None)
+            if job.by_page:
+                kept.layers[layer_name], kept.pages[layer_name] = chosen
+            else:
+                kept.layers[layer_name] = chosen
 
     def _compute_masks(self, layer_name: str, sparse: StepSparsity, q, k, lse) -> None:
         """Switch step: each computing row's block importance (its whole sequence is this step's

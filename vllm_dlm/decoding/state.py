@@ -71,12 +71,10 @@ class RequestDecodeState:
 
     def next_step_is_full_pass(self) -> bool:
         """Whether the next step recomputes the whole sequence: every step of cache `none`; for
-        `prefix`/`dual` the first step of a block, and with eviction the first evict_delay + 1
-        (the last of them selects the kept tokens). The scheduler plans the same."""
+        `prefix`/`dual` the first step of a block, and with full-pass eviction the first
+        evict_delay + 1 (the last of them selects the kept tokens). The scheduler plans the same."""
         p = self.params
-        if p.cache == "none" or self.step_in_block == 0:
-            return True
-        return p.eviction.enabled and self.step_in_block <= p.eviction.evict_delay
+        return p.cache == "none" or p.eviction.is_full_pass(self.step_in_block)
 
     def step(self, block_logits: torch.Tensor) -> torch.Tensor | None:
         """One denoising step of the current block.

@@ -13,9 +13,10 @@ speculative-decoding path as draft tokens: the scheduler gives every request dra
               extends the attention range over the suffix, `runner.model_state`).
 
 A refresh is due when the request has committed a block since its last full pass, or its KV is gone
-(new or preempted request); with Sparse-dLLM eviction the first `evict_delay` + 1 steps of each block
-are full passes (the last one selects the kept tokens). Everything else (admission, KV block allocation, preemption, stop checks
-on committed tokens, finishing) is vLLM's own.
+(new or preempted request); with Sparse-dLLM eviction (`evict_pass` "full") the first
+`evict_delay` + 1 steps of each block are full passes (the last one selects the kept tokens).
+Everything else (admission, KV block allocation, preemption, stop checks on committed tokens,
+finishing) is vLLM's own.
 
 With stats on (`vllm serve`), every step and committed block is counted (`DenoisingStats`) and sent
 to the front end with vLLM's `SchedulerStats` (`engine.stat_logger` makes the metrics).
@@ -66,7 +67,7 @@ class DiffusionScheduler(Scheduler):
             refresh = (
                 params.cache == "none"
                 or block != committed
-                or (params.eviction.enabled and passes <= params.eviction.evict_delay)
+                or params.eviction.is_full_pass(passes)  # passes >= 1: full passes of this block so far
             )
             if refresh:
                 request.num_computed_tokens = 0

@@ -220,8 +220,9 @@ class DiffusionLMModelState(DefaultModelState):
     def _plan_sparsity(self, input_batch) -> StepSparsity:
         """SparseD: a request's masks are computed at its first full pass at or after its switch
         step (that step stays dense) and used by every later step, cached ones included.
-        Sparse-dLLM: the block's full pass `evict_delay` steps in selects the kept tokens, which
-        the block's later (dual) steps use."""
+        Sparse-dLLM: the block's step `evict_delay` steps in (a full pass, or with
+        evict_pass="cached" a dual-cache step) selects the kept tokens, which the block's later
+        (dual) steps use."""
         step = StepSparsity()
         qsl = input_batch.query_start_loc_np
         for p in self.denoising_plans():
@@ -248,11 +249,17 @@ class DiffusionLMModelState(DefaultModelState):
             evict = params.eviction
             if not evict.enabled:
                 continue
-            block_start = (qe - qs) - state.canvas_length  # in a full pass; cached: == num_computed
-            if p.kind == StepKind.FULL and state.step_in_block == evict.evict_delay:
-                kept = self.kept_tokens[slot] = RequestKeptTokens(block_start)
-                step.select_tokens[p.row] = TokenSelection(kept, qs, qe, state.block_length,
-                                                           evict.keep_ratio, evict.kernel_size)
+            selects = state.step_in_block == evict.evict_delay and (
+                p.kind == StepKind.FULL or evict.evict_pass == "cached")
+            if selects:
+                if p.kind == StepKind.FULL:  # the step's whole sequence is its query and key
+                    block_start, seq_len, cached_row = (qe - qs) - state.canvas_length, qe - qs, None
+                else:  # dual-cache step: the block against the prefix and suffix in the paged cache
+                    block_start, seq_len, cached_row = p.num_computed, p.num_computed + state.canvas_length, p.row
+                kept = self.kept_tokens[slot] = RequestKeptTokens(block_start, seq_len)
+                step.select_tokens[p.row] = TokenSelection(
+                    kept, qs, qe, state.block_length, evict.keep_ratio, evict.kernel_size,
+                    by_page=evict.evict_unit == "page", cached_row=cached_row)
             elif p.kind == StepKind.CACHED:
                 kept = self.kept_tokens.get(slot)
                 if kept is not None and kept.block_start == p.num_computed:

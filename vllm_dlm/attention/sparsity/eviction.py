@@ -8,7 +8,10 @@ them), and keeps the top int(n * keep_ratio) of the n cached tokens, shared by a
 block's own positions are always attended (their K/V are recomputed every step).
 
 The result is kept as an ascending list of key positions per layer: the attention kernel's
-`TokenLists`.
+`TokenLists`. With `evict_unit="page"` whole KV-cache pages are kept instead (the block's pages
+always, then the best int(candidates * keep_ratio) of the others by their best pooled token score);
+their positions feed the same token-list kernel, and on Hopper the block's later steps run
+FlashAttention-3 over a per-layer block table listing only the kept pages (`kept_page_tables`).
 """
 
 from dataclasses import dataclass, field
@@ -20,9 +23,10 @@ from vllm_dlm.attention.ops.paged_attention import TokenLists
 
 
 def select_kept_tokens(q_block: torch.Tensor, k: torch.Tensor, block_start: int, keep_ratio: float,
-                       kernel_size: int) -> torch.Tensor:
+                       kernel_size: int, page_size: int | None = None):
     """q_block [B, Hq, D] the block's queries; k [L, Hkv, D] keys of the whole sequence ->
-    kept positions [int((L - B) * keep_ratio) + B] int32, ascending (the block included)."""
+    kept positions [int((L - B) * keep_ratio) + B] int32, ascending (the block included).
+    With `page_size`: (kept positions, kept logical pages) of whole pages, both int32 ascending."""
     num_block, num_heads, head_dim = q_block.shape
     seq_len, num_kv_heads, _ = k.shape
     group = num_heads // num_kv_heads
@@ -32,6 +36,8 @@ def select_kept_tokens(q_block: torch.Tensor, k: torch.Tensor, block_start: int,
     cached = torch.cat([scores[:block_start], scores[block_end:]])
     if kernel_size > 1:
         cached = F.max_pool1d(cached[None, None], kernel_size, stride=1, padding=kernel_size // 2)[0, 0]
+    if page_size is not None:
+        return _kept_pages(cached, seq_len, block_start, block_end, keep_ratio, page_size)
     keep = int(cached.numel() * keep_ratio)
     index = cached.topk(keep).indices
     positions = torch.where(index < block_start, index, index + num_block)
@@ -39,16 +45,69 @@ def select_kept_tokens(q_block: torch.Tensor, k: torch.Tensor, block_start: int,
     return torch.cat([positions, block]).sort().values.to(torch.int32)
 
 
+def _kept_pages(cached: torch.Tensor, seq_len: int, block_start: int, block_end: int, keep_ratio: float,
+                page_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled scores of the cached tokens (prefix then suffix) -> whole kept pages."""
+    device = cached.device
+    num_pages = -(-seq_len // page_size)
+    scores = torch.full((num_pages * page_size,), -torch.inf, device=device)
+    scores[:block_start] = cached[:block_start]
+    scores[block_end:seq_len] = cached[block_start:]
+    page_scores = scores.view(num_pages, page_size).amax(1)
+    first, last = block_start // page_size, (block_end - 1) // page_size
+    candidates = torch.cat([torch.arange(first, device=device), torch.arange(last + 1, num_pages, device=device)])
+    keep = int(candidates.numel() * keep_ratio)
+    chosen = candidates[page_scores[candidates].topk(keep).indices]
+    pages = torch.cat([chosen, torch.arange(first, last + 1, device=device)]).sort().values
+    positions = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()
+    return positions[positions < seq_len].to(torch.int32), pages.to(torch.int32)
+
+
 @dataclass
 class RequestKeptTokens:
-    """One request's eviction for its current block: layer name -> kept positions (int32)."""
+    """One request's eviction for its current block: layer name -> kept positions (int32); with
+    page eviction also layer name -> kept logical pages (int32) of its `seq_len` keys."""
 
     block_start: int
+    seq_len: int = 0
     layers: dict[str, torch.Tensor] = field(default_factory=dict)
+    pages: dict[str, torch.Tensor] = field(default_factory=dict)
+    _stacked: tuple[list[str], torch.Tensor, torch.Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.layers.values())
+        return sum(t.numel() * t.element_size() for t in [*self.layers.values(), *self.pages.values()])
+
+    def stacked_pages(self, page_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """(layer names, kept pages [layers, n] int64, keys attended [layers] int32), built once: every
+        layer keeps the same number of pages; only whether the last, partial page is among them
+        differs."""
+        if self._stacked is None:
+            names = list(self.pages)
+            pages = torch.stack([self.pages[n] for n in names]).long()
+            num_pages = -(-self.seq_len // page_size)
+            short = num_pages * page_size - self.seq_len  # empty slots of the last page
+            used = pages.shape[1] * page_size - short * (pages[:, -1] == num_pages - 1).int()
+            self._stacked = (names, pages, used.to(torch.int32))
+        return self._stacked
+
+
+def kept_page_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch.Tensor,
+                     seq_lens: torch.Tensor, page_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer, the batch's (block table, keys attended) for FlashAttention-3's paged varlen call:
+    rows in `kept_rows` list only their kept pages (physical ids, ascending), the others are
+    unchanged. Built once per step for all layers."""
+    names = None
+    tables = used = None
+    for row, kept in kept_rows.items():
+        row_names, pages, row_used = kept.stacked_pages(page_size)
+        if tables is None:
+            names = row_names
+            tables = block_table.unsqueeze(0).repeat(len(names), 1, 1)
+            used = seq_lens.unsqueeze(0).repeat(len(names), 1)
+        tables[:, row, : pages.shape[1]] = block_table[row][pages]
+        used[:, row] = row_used
+    return {name: (tables[i], used[i]) for i, name in enumerate(names or [])}
 
 
 def pack_token_lists(rows: list[torch.Tensor | None], device, meta: torch.Tensor | None = None) -> TokenLists:

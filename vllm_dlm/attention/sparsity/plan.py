@@ -3,8 +3,9 @@ layers carry it out (`attention.impl`).
 
   SparseD        rows reusing their masks walk kept key blocks; rows at their switch step compute
                  the masks (that step stays dense)
-  Sparse-dLLM    rows in their block's selection pass choose kept tokens; their later (dual)
-                 steps walk only those tokens
+  Sparse-dLLM    rows in their block's selection step choose kept tokens; their later (dual)
+                 steps walk only those tokens (kept whole pages: on FA3, with per-layer block
+                 tables of the kept pages)
   both           a row with masks and kept tokens walks its kept tokens, filtered per head by its
                  SparseD keep bits
 
@@ -18,7 +19,7 @@ import torch
 
 from vllm_dlm.attention.ops.fa3_sparse import RowInfo
 from vllm_dlm.attention.ops.paged_attention import BlockLists, TokenLists
-from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, pack_token_lists
+from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, kept_page_tables, pack_token_lists
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
 
 
@@ -35,14 +36,18 @@ class MaskComputation:
 
 @dataclass
 class TokenSelection:
-    """A row whose kept tokens this full pass selects (Sparse-dLLM), layer by layer."""
+    """A row whose kept tokens this step selects (Sparse-dLLM), layer by layer: in a full pass
+    from this step's queries and keys; in a dual-cache step (`evict_pass="cached"`) from the
+    block's queries against the keys in the paged cache."""
 
     kept: RequestKeptTokens  # filled by the layers: one entry each
-    query_start: int  # the row's tokens in this step's batch (its whole sequence)
+    query_start: int  # the row's tokens in this step's batch (full pass: its whole sequence)
     query_end: int
     block_length: int
     keep_ratio: float
     kernel_size: int
+    by_page: bool = False  # keep whole KV-cache pages
+    cached_row: int | None = None  # batch row whose keys come from the paged cache (cached step)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class StepSparsity:
     query_pos: dict[int, tuple[int, int]] = field(default_factory=dict)  # row -> (first pos, count)
     # every batch row, host side: (first token, query length, first position, keys attended)
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
+    _page_tables: dict | None = None
     _block_meta: torch.Tensor | None = None
     _token_meta: torch.Tensor | None = None
     _bits_meta: torch.Tensor | None = None
@@ -92,6 +98,19 @@ class StepSparsity:
         lists = pack_block_lists(per_row, block_size, device, meta=self._block_meta)
         self._block_meta = lists.meta
         return lists
+
+    @property
+    def kept_on_pages(self) -> bool:
+        """Every row with kept tokens keeps whole pages, and no row has SparseD work: the step can
+        run on FlashAttention-3 with per-layer block tables of the kept pages."""
+        return (bool(self.kept) and not self.masks and not self.compute_masks
+                and all(kept.pages for kept in self.kept.values()))
+
+    def page_table(self, layer_name: str, block_table, seq_lens, page_size: int):
+        """(block table, keys attended) of one layer for FA3 (all layers built at the first call)."""
+        if self._page_tables is None:
+            self._page_tables = kept_page_tables(self.kept, block_table, seq_lens, page_size)
+        return self._page_tables[layer_name]
 
     def token_lists(self, layer_name: str, num_reqs: int, device) -> TokenLists | None:
         """Kept tokens of one layer; rows that also have SparseD masks carry the keep bits of the
