@@ -87,15 +87,19 @@ class RequestDecodeState:
         block = self.canvas[: self.block_length]
         is_masked = block == self.mask_token_id
         if self.step_in_block == 0 and p.family == "llada":
-            self._transfer_schedule = llada_num_transfer_tokens(
-                int(is_masked.sum()), p.steps_per_block
-            )
+            # A block is untouched until it is the current one: all of it is masked.
+            self._transfer_schedule = llada_num_transfer_tokens(self.block_length, p.steps_per_block)
         if p.family == "llada":
             self._llada_step(block, is_masked, block_logits)
         else:
             self._dream_step(block, is_masked, block_logits)
         self.step_in_block += 1
-        masks_left = bool((block == self.mask_token_id).any())
+        if p.family == "llada" and p.threshold is None:
+            # The schedule commits exactly its counts: the masks left are known without waiting
+            # for the GPU (no device sync per request and step).
+            masks_left = sum(self._transfer_schedule[self.step_in_block :]) > 0
+        else:
+            masks_left = bool((block == self.mask_token_id).any())
         if masks_left and self.step_in_block < p.steps_per_block:
             return None
         if masks_left and p.threshold is not None:
