@@ -43,7 +43,7 @@ def _kept_page_positions(importance, seq_len, block_start, block_len, keep_ratio
         page = pos // page_size
         if page not in block_pages:
             best[page] = max(best.get(page, -float("inf")), score)
-    ranked = sorted(best, key=lambda page: -best[page])
+    ranked = sorted(best, key=lambda page: -best[page])  # stable: ties keep the lower page first
     pages = set(ranked[: int(len(ranked) * keep_ratio)]) | block_pages
     block = range(block_start, block_start + block_len)
     return torch.tensor([p for p in range(seq_len) if p // page_size in pages and p not in block], dtype=torch.long)

@@ -57,7 +57,9 @@ def _kept_pages(cached: torch.Tensor, seq_len: int, block_start: int, block_end:
     first, last = block_start // page_size, (block_end - 1) // page_size
     candidates = torch.cat([torch.arange(first, device=device), torch.arange(last + 1, num_pages, device=device)])
     keep = int(candidates.numel() * keep_ratio)
-    chosen = candidates[page_scores[candidates].topk(keep).indices]
+    # max-pooling makes neighbouring pages tie: a stable sort keeps the lower page first
+    order = torch.sort(page_scores[candidates], descending=True, stable=True).indices
+    chosen = candidates[order[:keep]]
     pages = torch.cat([chosen, torch.arange(first, last + 1, device=device)]).sort().values
     positions = (pages[:, None] * page_size + torch.arange(page_size, device=device)).flatten()
     return positions[positions < seq_len].to(torch.int32), pages.to(torch.int32)
