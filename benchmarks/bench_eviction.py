@@ -66,46 +66,28 @@ def timed_generate(llm, prompt_len, gen, steps, extra) -> tuple[float, int]:
 
 def check_page_tables_on_fa3() -> float | None:
     """GPU check of page eviction: FA3 over per-layer tables of kept pages vs our Triton kernel
-    over the same kept positions, bf16, 8k keys, three rows (one without eviction). Max |error|."""
+    over the same kept positions (tests/attention/page_eviction_check.py, the CPU test's check on
+    the real kernels), bf16, up to 8k keys, a row without eviction in the batch. Max |error|."""
+    import functools
+
     import torch
 
-    from vllm_dlm.attention.impl import _flash_attention_3, split_kv_cache
+    from tests.attention.page_eviction_check import page_tables_vs_token_lists
+    from vllm_dlm.attention.impl import _flash_attention_3
     from vllm_dlm.attention.ops.paged_attention import paged_attention
-    from vllm_dlm.attention.sparsity.eviction import (RequestKeptTokens, kept_page_tables,
-                                                      pack_token_lists, select_kept_tokens)
 
     fa3 = _flash_attention_3()
     if fa3 is None:
         return None
-    g = torch.Generator(device="cuda").manual_seed(0)
-    page, heads, dim = 16, 32, 128
-    q_lens, kv_lens, starts = [32, 32, 32], [8203, 5000, 3001], [4000, 4968, 100]
-    pages_per = [-(-n // page) for n in kv_lens]
-    perm = torch.randperm(sum(pages_per) + 3, device="cuda", generator=g)
-    table = torch.zeros(3, max(pages_per), dtype=torch.int32, device="cuda")
-    used = 0
-    for r, n in enumerate(pages_per):
-        table[r, :n] = perm[used : used + n].int()
-        used += n
-    kv = torch.randn(perm.numel(), heads, page, 2 * dim, device="cuda", dtype=torch.bfloat16, generator=g)
-    k_cache, v_cache = split_kv_cache(kv, dim)
-    q = torch.randn(sum(q_lens), heads, dim, device="cuda", dtype=torch.bfloat16, generator=g)
-    qsl = torch.tensor([0, 32, 64, 96], dtype=torch.int32, device="cuda")
-    seq_lens = torch.tensor(kv_lens, dtype=torch.int32, device="cuda")
-    kept_rows = {}
-    for r in (0, 1):
-        kept = kept_rows[r] = RequestKeptTokens(starts[r], kv_lens[r])
-        keys = k_cache[table[r, : pages_per[r]].long()].flatten(0, 1)[: kv_lens[r]]
-        kept.layers["l"], kept.pages["l"] = select_kept_tokens(q[32 * r : 32 * r + 32], keys, starts[r], 0.5, 3, page)
-    tables, used_k = kept_page_tables(kept_rows, table, seq_lens, page)["l"]
-    out = torch.empty_like(q)
-    fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=qsl, max_seqlen_q=32, seqused_k=used_k,
-        max_seqlen_k=max(kv_lens), softmax_scale=dim**-0.5, causal=False, block_table=tables, fa_version=3)
-    lists = pack_token_lists([kept_rows[0].layers["l"], kept_rows[1].layers["l"], None], "cuda")
-    ref = torch.empty_like(q)
-    paged_attention(q, k_cache, v_cache, table, qsl, seq_lens, 32, dim**-0.5, out=ref,
-                    query_pos=torch.tensor(starts, dtype=torch.int32, device="cuda"), tokens=lists)
-    return float((out.float() - ref.float()).abs().max())
+
+    def token_lists(q, k_cache, v_cache, bt, qsl, seq_lens, query_pos, tokens, max_query_len, scale):
+        return paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, max_query_len, scale,
+                               query_pos=query_pos, tokens=tokens)
+
+    return page_tables_vs_token_lists(
+        functools.partial(fa3, fa_version=3), token_lists, [32, 32, 32], [8203, 5000, 3001], [4000, 4968, 100],
+        num_heads=32, num_kv_heads=32, head_dim=128, g=torch.Generator(device="cuda").manual_seed(0),
+        device="cuda", dtype=torch.bfloat16)
 
 
 def main() -> None:

@@ -28,8 +28,11 @@ def plot_cache_modes() -> None:
     fig.savefig(RESULTS / "e2e_cache_modes_batch1.png", dpi=120)
 
 
-def plot_batching() -> None:
-    rows = json.loads((RESULTS / "e2e_batching_compiled.json").read_text())["rows"]
+def plot_batching(name: str = "e2e_batching_compiled", device: str = "H100") -> None:
+    data = _load(f"{name}.json")
+    if data is None:
+        return
+    rows = data["rows"]
     fig, ax = plt.subplots(figsize=(7, 4))
     for v in dict.fromkeys(r["variant"] for r in rows):
         pts = sorted((r["batch"], r["tokens_per_s"]) for r in rows if r["variant"] == v)
@@ -38,10 +41,31 @@ def plot_batching() -> None:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("tokens/s (prompt 1k, gen 256, 1 token/step)")
-    ax.set_title("LLaDA-8B shape, H100, piecewise CUDA graphs: continuous batching")
+    ax.set_title(f"LLaDA-8B shape, {device}, piecewise CUDA graphs: continuous batching")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "e2e_batching_compiled.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
+
+
+def plot_sampler_sync_ab() -> None:
+    """ab_sync_h200.json: host-side block end vs a device sync per request and step."""
+    rows = _load("ab_sync_h200.json")
+    if rows is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    for i, impl in enumerate(impls):
+        for j, batch in enumerate(batches):
+            ys = [r["tokens_per_s"] for r in rows if r["impl"] == impl and r["batch"] == batch]
+            ax.scatter([j + 0.15 * (2 * i - 1)] * len(ys), ys, label=impl if j == 0 else None,
+                       color=f"C{i}")
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.set_ylabel("tokens/s (dual, prompt 1k, gen 256)")
+    ax.set_title("block end on the host vs a sync per request\nH200, 3 alternating runs", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "ab_sync_h200.png", dpi=120)
 
 
 def _load(name: str):
@@ -145,6 +169,10 @@ if __name__ == "__main__":
     tag = sys.argv[1] if len(sys.argv) > 1 else "h200"
     plot_cache_modes()
     plot_batching()
+    plot_batching("e2e_batching_h200", "H200")
+    plot_sampler_sync_ab()
+    plot_eviction(f"{tag}_pages")
+    plot_eviction(f"{tag}_before_8k")
     plot_attention_kernel(tag)
     plot_sparsed_step(tag)
     plot_eviction(tag)

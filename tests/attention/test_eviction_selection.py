@@ -51,32 +51,15 @@ def test_kept_pages_match_the_reference(seq_len, block_start, block_len, page, k
 def test_kept_page_tables_on_the_fa3_twin_equal_token_lists():
     """FA3 over per-layer block tables of the kept pages == the token-list reference over the
     same positions (rows without eviction unchanged; the partial last page kept or not)."""
-    from tests.attention.test_fa3_sparse import _packed_batch
-    from vllm_dlm.attention.impl import split_kv_cache
+    from tests.attention.page_eviction_check import page_tables_vs_token_lists
     from vllm_dlm.attention.ops.reference import paged_attention_reference, varlen_paged_attention_reference
-    from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, kept_page_tables
+
+    def token_lists(q, k_cache, v_cache, bt, qsl, seq_lens, query_pos, tokens, max_query_len, scale):
+        return paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, scale,
+                                         query_pos=query_pos, tokens=tokens)
 
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
-    page = 16
-    q_lens, kv_lens, starts = [16, 16, 9], [100, 70, 40], [48, 16, 31]
-    q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, 2, 32, page, g)
-    k_cache, v_cache = split_kv_cache(kv, 32)
-    kept_rows = {}
-    for row in (0, 1):  # row 2 attends to everything
-        kept = RequestKeptTokens(starts[row], kv_lens[row])
-        for layer in ("a", "b"):
-            keys = k_cache[bt[row, : -(-kv_lens[row] // page)].long()].flatten(0, 1)[: kv_lens[row]]
-            block_q = torch.randn(q_lens[row], 4, 32, generator=g)
-            kept.layers[layer], kept.pages[layer] = select_kept_tokens(block_q, keys, starts[row], 0.5, 3, page)
-        kept_rows[row] = kept
-    tables = kept_page_tables(kept_rows, bt, seq_lens, page)
-    for layer in ("a", "b"):
-        table, used = tables[layer]
-        out = torch.full_like(q, float("nan"))
-        varlen_paged_attention_reference(q, k_cache, v_cache, out, qsl, max(q_lens), used, max(kv_lens),
-                                         32**-0.5, False, table)
-        lists = pack_token_lists([kept_rows[0].layers[layer], kept_rows[1].layers[layer], None], "cpu")
-        ref = paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, 32**-0.5,
-                                        query_pos=torch.tensor(starts), tokens=lists)
-        torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
-        assert used[2] == kv_lens[2] and torch.equal(table[2], bt[2])
+    error = page_tables_vs_token_lists(varlen_paged_attention_reference, token_lists, [16, 16, 9],
+                                       [100, 70, 40], [48, 16, 31], num_heads=4, num_kv_heads=2,
+                                       head_dim=32, g=g)
+    assert error < 2e-5

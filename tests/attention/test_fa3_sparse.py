@@ -6,26 +6,11 @@ benchmarks/bench_attention_kernel.py)."""
 import pytest
 import torch
 
+from tests.attention.page_eviction_check import packed_batch
 from vllm_dlm.attention.impl import split_kv_cache
 from vllm_dlm.attention.ops.fa3_sparse import RowInfo, sparse_varlen_attention, supports
 from vllm_dlm.attention.ops.reference import paged_attention_reference, varlen_paged_attention_reference
 from vllm_dlm.attention.sparsity.sparsed import mask_to_lists, pack_block_lists
-
-
-def _packed_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size, g):
-    """vLLM's packed HND cache [pages, Hkv, page, 2D] with each request's pages scattered."""
-    pages_per = [-(-n // page_size) for n in kv_lens]
-    total = sum(pages_per) + 2
-    perm = torch.randperm(total, generator=g)
-    block_table = torch.zeros(len(q_lens), max(pages_per), dtype=torch.int32)
-    used = 0
-    for r, n in enumerate(pages_per):
-        block_table[r, :n] = perm[used : used + n].int()
-        used += n
-    kv = torch.randn(total, num_kv_heads, page_size, 2 * head_dim, generator=g)
-    q = torch.randn(sum(q_lens), num_heads, head_dim, generator=g)
-    qsl = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
-    return q, kv, block_table, qsl, torch.tensor(kv_lens, dtype=torch.int32)
 
 
 @pytest.mark.parametrize("num_kv_heads", [4, 2])
@@ -33,7 +18,7 @@ def _packed_batch(q_lens, kv_lens, num_heads, num_kv_heads, head_dim, page_size,
 def test_virtual_sequences_match_the_masked_reference(num_kv_heads, block_size):
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     q_lens, kv_lens, starts = [70, 9, 40, 16], [70, 55, 40, 90], [0, 30, 0, 41]
-    q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, num_kv_heads, 32, 16, g)
+    q, kv, bt, qsl, seq_lens = packed_batch(q_lens, kv_lens, 4, num_kv_heads, 32, 16, g)
     k_cache, v_cache = split_kv_cache(kv, 32)
     assert supports(k_cache, 16, block_size, causal=False)
     masks, rows = [], []
@@ -58,7 +43,7 @@ def test_virtual_sequences_match_the_masked_reference(num_kv_heads, block_size):
 def test_rows_with_different_block_sizes_in_one_call():
     g = torch.Generator().manual_seed(torch.seed() % 2**31)
     q_lens, kv_lens = [64, 50], [64, 50]
-    q, kv, bt, qsl, seq_lens = _packed_batch(q_lens, kv_lens, 4, 4, 32, 16, g)
+    q, kv, bt, qsl, seq_lens = packed_batch(q_lens, kv_lens, 4, 4, 32, 16, g)
     k_cache, v_cache = split_kv_cache(kv, 32)
     rows = []
     for r, (n, bs) in enumerate(zip(kv_lens, (16, 32))):

@@ -141,7 +141,7 @@ class SparsedImpl(AttentionImpl):
                             m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
                             lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
         elif self.fa3 is not None and self.sparse_on_fa3 and sparse.kept_on_pages and not m.causal:
-            table, used = sparse.page_table(name, m.block_table, m.seq_lens, k_cache.shape[1])
+            table, used = sparse.page_table(name, m.block_table, m.seq_lens, k_cache.shape[1], m.max_seq_len)
             self.fa3(q=q, k=k_cache, v=v_cache, out=out, cu_seqlens_q=m.query_start_loc,
                      max_seqlen_q=m.max_query_len, seqused_k=used, max_seqlen_k=m.max_seq_len,
                      softmax_scale=self.scale, causal=False, block_table=table, fa_version=3)

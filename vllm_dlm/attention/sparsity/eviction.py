@@ -95,12 +95,14 @@ class RequestKeptTokens:
 
 
 def kept_page_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch.Tensor,
-                     seq_lens: torch.Tensor, page_size: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                     seq_lens: torch.Tensor, page_size: int,
+                     max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the batch's (block table, keys attended) for FlashAttention-3's paged varlen call:
     rows in `kept_rows` list only their kept pages (physical ids, ascending), the others are
-    unchanged. Built once per step for all layers."""
+    unchanged. Built once per step for all layers, over the pages the step can touch."""
     names = None
     tables = used = None
+    block_table = block_table[:, : -(-max_seq_len // page_size)]
     for row, kept in kept_rows.items():
         row_names, pages, row_used = kept.stacked_pages(page_size)
         if tables is None:

@@ -13,6 +13,7 @@ Rows in none of these attend densely. Per-layer packing for the kernel happens h
 layer (the per-request offsets are built once per step and shared by the layers).
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -99,17 +100,18 @@ class StepSparsity:
         self._block_meta = lists.meta
         return lists
 
-    @property
+    @functools.cached_property
     def kept_on_pages(self) -> bool:
         """Every row with kept tokens keeps whole pages, and no row has SparseD work: the step can
-        run on FlashAttention-3 with per-layer block tables of the kept pages."""
+        run on FlashAttention-3 with per-layer block tables of the kept pages (decided once per
+        step, after planning)."""
         return (bool(self.kept) and not self.masks and not self.compute_masks
                 and all(kept.pages for kept in self.kept.values()))
 
-    def page_table(self, layer_name: str, block_table, seq_lens, page_size: int):
+    def page_table(self, layer_name: str, block_table, seq_lens, page_size: int, max_seq_len: int):
         """(block table, keys attended) of one layer for FA3 (all layers built at the first call)."""
         if self._page_tables is None:
-            self._page_tables = kept_page_tables(self.kept, block_table, seq_lens, page_size)
+            self._page_tables = kept_page_tables(self.kept, block_table, seq_lens, page_size, max_seq_len)
         return self._page_tables[layer_name]
 
     def token_lists(self, layer_name: str, num_reqs: int, device) -> TokenLists | None:
