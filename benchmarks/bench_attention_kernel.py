@@ -85,7 +85,35 @@ def check_correctness():
             checks.append({"dtype": str(dtype), "mode": name, "max_abs_err": err, "ok": err < tol})
             print(f"correctness {dtype} {name}: max abs err {err:.2e} ({'ok' if err < tol else 'FAIL'})", flush=True)
     checks.append(check_fa3_virtual())
+    checks.append(check_step_virtual_sequences())
     return checks
+
+
+def check_step_virtual_sequences():
+    """The engine's SparseD path on FA3 (virtual sequences of all layers built once per step) vs our
+    Triton kernel on each row's block lists, bf16 (tests/attention/virtual_sequences_check.py)."""
+    import functools
+
+    from vllm.vllm_flash_attn import flash_attn_varlen_func
+
+    from tests.attention.virtual_sequences_check import Batch, step_vs_block_lists, step_with_masks
+    from vllm_dlm.attention.ops.paged_attention import paged_attention
+
+    def block_lists(q, k_cache, v_cache, bt, qsl, seq_lens, query_pos, blocks, max_q, scale):
+        return paged_attention(q, k_cache, v_cache, bt, qsl, seq_lens, max_q, scale, query_pos=query_pos,
+                               blocks=blocks)
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q_lens, kv_lens, starts = [32, 32, 700, 32], [1312, 2000, 700, 4100], [1024, 300, 0, 3968]
+    layers = [f"layer{i}" for i in range(4)]
+    batch = Batch(q_lens, kv_lens, HEADS, HEADS, DIM, PAGE, g, "cuda", torch.bfloat16)
+    step = step_with_masks(q_lens, kv_lens, starts, [BLOCK, None, BLOCK, 2 * BLOCK], layers, HEADS, g, "cuda")
+    err = step_vs_block_lists(step, batch, layers, functools.partial(flash_attn_varlen_func, fa_version=3),
+                              block_lists)
+    ok = err < 3e-2
+    print(f"correctness bf16 fa3 step virtual sequences (4 layers at once): max abs err {err:.2e} "
+          f"({'ok' if ok else 'FAIL'})", flush=True)
+    return {"dtype": "torch.bfloat16", "mode": "fa3_step_virtual", "max_abs_err": err, "ok": ok}
 
 
 def check_fa3_virtual():
@@ -132,6 +160,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, nargs="+", default=[4096, 16384, 32768, 65536])
     parser.add_argument("--select", type=float, default=0.3)
     parser.add_argument("--keep", type=float, nargs="+", default=[1.0, 0.5])
+    parser.add_argument("--checks-only", action="store_true", help="the GPU correctness checks, no timings")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -149,6 +178,9 @@ def main() -> None:
     record = {"device": torch.cuda.get_device_name(), "checks": check_correctness(),
               "full": [], "scores": [], "cached": []}
     path = out_dir / f"attention_kernel_{args.tag}.json"
+    if args.checks_only:
+        path.write_text(json.dumps(record, indent=1))
+        return
     scale = DIM**-0.5
 
     def fa3(q, k_cache, v_cache, bt, cu, seq_lens, max_q, max_k):

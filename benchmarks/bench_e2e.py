@@ -1,7 +1,8 @@
 """End-to-end decoding throughput through `LLM.generate` (dummy weights, official 8B shapes),
 comparing decoding variants side by side in one engine.
 
-A variant is `cache[:threshold]`, e.g. `none`, `prefix`, `dual`, `dual:0.9`. Prints a table and
+A variant is `cache[:threshold][:knob=value ...]`, e.g. `none`, `prefix`, `dual`, `dual:0.9`,
+`dual:skip=1` (SparseD off on the `sparsed` backend). Prints a table and
 writes benchmarks/results/e2e_<tag>.json. Example (GPU machine):
     python -m benchmarks.bench_e2e --prompt-len 1024 4096 --gen 256 --block 32 --steps 256 \
         --variants none prefix dual dual:0.9 --batch 1 --tag cache_modes
@@ -16,10 +17,15 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def parse_variant(text: str) -> dict:
-    cache, _, threshold = text.partition(":")
+    """`cache[:threshold][:knob=value ...]`, e.g. `dual:0.9`, `dual:skip=1` -> extra_args."""
+    cache, *rest = text.split(":")
     extra = {"cache": cache}
-    if threshold:
-        extra["threshold"] = float(threshold)
+    for part in rest:
+        key, eq, value = part.partition("=")
+        if eq:
+            extra[key] = float(value) if "." in value else int(value)
+        else:
+            extra["threshold"] = float(part)
     return extra
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.attention.page_eviction_check import packed_batch
+from tests.attention.virtual_sequences_check import Batch, step_vs_block_lists, step_with_masks
 from vllm_dlm.attention.impl import split_kv_cache
 from vllm_dlm.attention.ops.fa3_sparse import RowInfo, sparse_varlen_attention, supports
 from vllm_dlm.attention.ops.reference import paged_attention_reference, varlen_paged_attention_reference
@@ -67,3 +68,42 @@ def test_needs_whole_pages_and_the_packed_layout():
     assert not supports(torch.zeros(4, 16, 2, 32), 16, 128, causal=False)  # NHD
     k32, _ = split_kv_cache(torch.zeros(4, 2, 32, 64), 32)
     assert not supports(k32, 32, 16, causal=False)  # blocks smaller than a page
+
+
+
+def _block_lists_reference(q, k_cache, v_cache, bt, qsl, seq_lens, query_pos, blocks, max_q, scale):
+    return paged_attention_reference(q, k_cache, v_cache, bt, qsl, seq_lens, scale, query_pos=query_pos,
+                                     blocks=blocks)
+
+
+@pytest.mark.parametrize("all_layers", [True, False])
+def test_step_virtual_sequences_for_all_layers_match_the_reference(all_layers, monkeypatch):
+    """The engine's path: virtual sequences of every layer built once per step (or, over the size
+    cap, per layer), each layer checked against the masked reference; a later step at the same
+    positions reuses each row's geometry, a step at new positions rebuilds it."""
+    from vllm_dlm.attention.sparsity import plan
+
+    if not all_layers:
+        monkeypatch.setattr(plan, "VIRTUAL_SEQUENCES_BYTES", 0)
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q_lens, kv_lens, starts = [23, 9, 40, 32], [87, 55, 40, 130], [40, 30, 0, 64]
+    block_sizes, layers = [32, None, 16, 64], ["l0", "l1", "l2"]
+    batch = Batch(q_lens, kv_lens, 4, 2, 32, 16, g, "cpu", torch.float32)
+    step = step_with_masks(q_lens, kv_lens, starts, block_sizes, layers, 4, g)
+
+    def error(step):
+        return step_vs_block_lists(step, batch, layers, varlen_paged_attention_reference, _block_lists_reference)
+
+    assert error(step) < 2e-5
+    kept = {r: m.geometry for r, m in step.masks.items()}
+    assert all((geometry is not None) == all_layers for geometry in kept.values())
+    again = type(step)(masks=step.masks, rows=list(step.rows))
+    assert error(again) < 2e-5
+    assert all(m.geometry is kept[r] for r, m in again.masks.items())  # reused, not rebuilt
+    if all_layers:  # row 0 moves to its next block: 16 queries at position 64
+        q_lens[0], starts[0] = 16, 64
+        batch = Batch(q_lens, kv_lens, 4, 2, 32, 16, g, "cpu", torch.float32)
+        qsl = batch.qsl.tolist()
+        moved = type(step)(masks=step.masks, rows=[(qsl[r], q_lens[r], starts[r], kv_lens[r]) for r in range(4)])
+        assert error(moved) < 2e-5
+        assert moved.masks[0].geometry is not kept[0] and moved.masks[2].geometry is kept[2]

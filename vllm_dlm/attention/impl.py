@@ -5,7 +5,8 @@ Which kernel runs a step:
                                  layout), else our Triton kernel
   SparseD block lists only       on Hopper, FA3 over per-(head, query block) virtual sequences
                                  whose block tables list the kept blocks' pages
-                                 (`ops.fa3_sparse`); else our Triton kernel walking the lists
+                                 (`ops.fa3_sparse`, built once per step for all layers); else
+                                 our Triton kernel walking the lists
   Sparse-dLLM kept tokens        our Triton kernel over token lists (with SparseD keep bits when
   (and their composition)        the row also has masks); kept whole pages (evict_unit="page")
                                  without SparseD work in the step: FA3 with a per-layer block
@@ -107,6 +108,7 @@ class SparsedImpl(AttentionImpl):
         self.kv_cache_dtype = kv_cache_dtype
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
         self.fa3 = _flash_attention_3() if head_size in FA3_HEAD_SIZES else None
+        self._fa3_v3 = functools.partial(self.fa3, fa_version=3) if self.fa3 else None
         # VLLM_DLM_SPARSE_KERNEL=triton keeps SparseD steps on our kernel even where FA3 could
         # run them (benchmarks compare the two).
         self.sparse_on_fa3 = os.environ.get("VLLM_DLM_SPARSE_KERNEL", "auto") != "triton"
@@ -147,10 +149,10 @@ class SparsedImpl(AttentionImpl):
                      softmax_scale=self.scale, causal=False, block_table=table, fa_version=3)
             lse = None
         elif self._fa3_can_run(sparse, k_cache, m.causal):
-            rows = sparse.row_infos(name)
-            lse = fa3_sparse.sparse_varlen_attention(
-                q, k_cache, v_cache, out, m.block_table, rows, self.scale,
-                functools.partial(self.fa3, fa_version=3), return_lse=bool(sparse.compute_masks))
+            seqs, index = sparse.virtual_sequences(name, m.block_table, k_cache.shape[1],
+                                                   self.num_kv_heads, self.num_heads)
+            lse = fa3_sparse.varlen_attention(q, k_cache, v_cache, out, seqs, index, self.scale,
+                                              self._fa3_v3, return_lse=bool(sparse.compute_masks))
         else:
             lse = None
             if sparse.compute_masks:

@@ -17,7 +17,7 @@ def apply_all() -> None:
         openai_knobs,
         request_validation,
         scheduler_stats,
-        warmup_vocab,
+        warmup_limits,
     )
 
     cpu_triton.enable_if_cpu()
@@ -25,5 +25,5 @@ def apply_all() -> None:
     request_validation.install()
     openai_knobs.install()
     scheduler_stats.install()
-    warmup_vocab.install()
+    warmup_limits.install()
     _applied = True

@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vllm_dlm.attention.ops.fa3_sparse import RowInfo
+from vllm_dlm.attention.ops import fa3_sparse
 from vllm_dlm.attention.ops.paged_attention import BlockLists, TokenLists
 from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, kept_page_tables, pack_token_lists
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
+
+
+# Largest geometry (logical page indices) of all layers' FA3 virtual sequences built once per step;
+# a 32-token dual-cache step of a 1k-token request with SparseD's defaults needs ~0.4 MiB.
+VIRTUAL_SEQUENCES_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -61,6 +66,8 @@ class StepSparsity:
     # every batch row, host side: (first token, query length, first position, keys attended)
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
     _page_tables: dict | None = None
+    _virtual: tuple[bool, "fa3_sparse.VirtualSequences | None"] | None = None  # (all layers, sequences)
+    _layer_index: dict[str, int] = field(default_factory=dict)
     _block_meta: torch.Tensor | None = None
     _token_meta: torch.Tensor | None = None
     _bits_meta: torch.Tensor | None = None
@@ -77,14 +84,72 @@ class StepSparsity:
         factor = masks.block_size // block_size
         return expand_lists(blocks, counts, factor) if factor > 1 else (blocks, counts)
 
-    def row_infos(self, layer_name: str) -> list[RowInfo]:
-        """Every row with its own masks for one layer (None: dense), for the FA3 path."""
+    def virtual_sequences(self, layer_name: str, block_table, page_size: int, num_kv_heads: int,
+                          num_heads: int) -> tuple[fa3_sparse.VirtualSequences, int]:
+        """(the step's FA3 virtual sequences, this layer's index in them). Built at the first layer
+        for all layers when they fit in `VIRTUAL_SEQUENCES_BYTES` (each row's geometry is kept in
+        its masks and reused while its positions and keys stay the same, as over a block's
+        dual-cache steps); otherwise (long full passes) built for each layer alone."""
+        if self._virtual is None:
+            geometry = self._geometry(page_size, num_heads, block_table.device, per_layer=None)
+            self._virtual = (False, None)
+            if geometry is not None:
+                self._virtual = (True, fa3_sparse.build_virtual_sequences(
+                    self._row_infos(None), geometry, block_table, num_kv_heads, num_heads))
+        all_layers, seqs = self._virtual
+        if all_layers:
+            return seqs, self._layer_index[layer_name]
+        rows = self._row_infos(layer_name)
+        geometry = self._geometry(page_size, num_heads, block_table.device, per_layer=layer_name)
+        return fa3_sparse.build_virtual_sequences(rows, geometry, block_table, num_kv_heads, num_heads), 0
+
+    def _row_infos(self, layer_name: str | None) -> list[fa3_sparse.RowInfo]:
+        """Every row with its masks (None: dense): of one layer, or stacked over all (None)."""
         infos = []
         for row, (q_start, q_len, pos0, seq_len) in enumerate(self.rows):
             masks = self.masks.get(row)
-            lists = masks.layers[layer_name] if masks is not None else None
-            infos.append(RowInfo(q_start, q_len, pos0, seq_len, lists, masks.block_size if masks else 128))
+            lists = None
+            if masks is not None:
+                lists = masks.layers[layer_name] if layer_name is not None else masks.stacked()[1:]
+            infos.append(fa3_sparse.RowInfo(q_start, q_len, pos0, seq_len, lists,
+                                            masks.block_size if masks else 128))
         return infos
+
+    def _geometry(self, page_size: int, num_heads: int, device, per_layer: str | None):
+        """Each row's virtual-sequence geometry (None for rows without queries): of one layer, or
+        for all layers (per_layer None; None if it would not fit in VIRTUAL_SEQUENCES_BYTES)."""
+        if per_layer is not None:
+            return [fa3_sparse.row_geometry(info, page_size, num_heads, device) if info.q_len else None
+                    for info in self._row_infos(per_layer)]
+        total = 0
+        for row, (_, q_len, pos0, seq_len) in enumerate(self.rows):  # size first: stacking copies
+            masks = self.masks.get(row)
+            if masks is not None and q_len:
+                bs = masks.block_size
+                blocks = next(iter(masks.layers.values()))[0]
+                num_q_blocks = (pos0 + q_len - 1) // bs - pos0 // bs + 1
+                # page indices (int64) + the table (int32)
+                total += len(masks.layers) * blocks[:, :1].numel() * num_q_blocks * (bs // page_size) * 12
+        if total > VIRTUAL_SEQUENCES_BYTES:
+            return None
+        names, geometry = None, []
+        for row, info in enumerate(self._row_infos(None)):
+            masks = self.masks.get(row)
+            if not info.q_len:
+                geometry.append(None)
+                continue
+            if masks is None:
+                geometry.append(fa3_sparse.row_geometry(info, page_size, num_heads, device))
+                continue
+            row_names = masks.stacked()[0]
+            names = names or row_names
+            assert row_names == names, "rows' SparseD masks cover different layers"
+            key = (info.pos0, info.q_len, info.seq_len, page_size)
+            if masks.geometry is None or masks.geometry[0] != key:
+                masks.geometry = (key, fa3_sparse.row_geometry(info, page_size, num_heads, device))
+            geometry.append(masks.geometry[1])
+        self._layer_index = {name: i for i, name in enumerate(names or [])}
+        return geometry
 
     def block_lists(self, layer_name: str, num_reqs: int, device) -> BlockLists | None:
         """Masks of the rows that walk key blocks (those without kept tokens), for one layer, over

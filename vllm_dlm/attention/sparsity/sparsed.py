@@ -85,6 +85,24 @@ class RequestMasks:
     block_size: int
     layers: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     reported: bool = False  # its size has been logged
+    # FA3 path: the masks of all layers stacked, and the virtual-sequence geometry of the last
+    # step's positions (`sparsity.plan.StepSparsity.virtual_sequences`)
+    _stacked: tuple[list[str], torch.Tensor, torch.Tensor] | None = None
+    geometry: tuple[tuple, object] | None = None
+
+    def stacked(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+        """(layer names, blocks [L, Hq, nQ, kmax], counts [L, Hq, nQ]) of the complete masks,
+        built once; the per-layer entries become views of it (lists shorter than the longest are
+        padded; their counts say so)."""
+        if self._stacked is None:
+            names = list(self.layers)
+            kmax = max(self.layers[n][0].shape[-1] for n in names)
+            blocks = torch.stack([torch.nn.functional.pad(self.layers[n][0], (0, kmax - self.layers[n][0].shape[-1]))
+                                  for n in names])
+            counts = torch.stack([self.layers[n][1] for n in names])
+            self._stacked = (names, blocks, counts)
+            self.layers = {n: (blocks[i], counts[i]) for i, n in enumerate(names)}  # views: no copy
+        return self._stacked
 
     @property
     def nbytes(self) -> int:
