@@ -60,6 +60,13 @@ def run(args) -> list[dict]:
     for prompt_len in args.prompt_len:
         for variant in args.variants:
             extra = parse_variant(variant)
+            # Warm-up: one whole request with the measured settings, so every kernel of the
+            # variant's path is compiled before timing (SparseD's switch-step kernels run only
+            # in a full pass after its switch step, which a short request never reaches).
+            llm.generate([{"prompt_token_ids": [(13 * j) % 100000 + 10 for j in range(prompt_len)]}],
+                         SamplingParams(max_tokens=args.gen, temperature=0.0, ignore_eos=True,
+                                        extra_args={"steps": args.steps, "block_length": args.block, **extra}),
+                         use_tqdm=False)
             for batch in args.batch:
                 prompts = [
                     {"prompt_token_ids": [(7 * i + 13 * j) % 100000 + 10 for j in range(prompt_len)]}

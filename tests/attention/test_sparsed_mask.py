@@ -35,6 +35,22 @@ def test_block_scores_match_reference(seq_len, num_heads, num_kv_heads, head_dim
     torch.testing.assert_close((got * block_size**2).sum(-1), rows.expand(num_heads, nq), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("seq_len", [33, 80])
+def test_block_scores_with_the_attentions_head_major_lse_after_warm_up(seq_len):
+    """The switch step passes FlashAttention's log-sum-exp ([Hq, L] buffer seen as [L, Hq]); the
+    kernels are compiled once at engine start (`warm_up`) for every length."""
+    from vllm_dlm.attention.ops.block_scores import warm_up
+
+    warm_up(4, 2, 32, 16, torch.float32, "cpu")
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    q = torch.randn(seq_len, 4, 32, generator=g)
+    k = torch.randn(seq_len, 2, 32, generator=g)
+    scores = torch.einsum("qhd,khd->hqk", q, k.repeat_interleave(2, 1)) * 32**-0.5
+    lse = scores.logsumexp(-1).contiguous().t()  # [L, Hq] view of a head-major buffer
+    got = block_scores(q, k, 16, 32**-0.5, lse=lse)
+    torch.testing.assert_close(got, block_scores_reference(q, k, 16, 32**-0.5), atol=1e-6, rtol=1e-4)
+
+
 @pytest.mark.parametrize("bad", [8, 48])
 def test_block_scores_reject_bad_block_size(bad):
     with pytest.raises(ValueError, match="block_size"):

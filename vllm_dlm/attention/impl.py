@@ -80,6 +80,16 @@ paged_attention = _torch_paged_attention if TORCH_KERNELS else triton_paged_atte
 block_scores = _torch_block_scores if TORCH_KERNELS else triton_block_scores
 
 
+@functools.cache
+def _warm_up_block_scores(num_heads, num_kv_heads, head_size, dtype, device) -> None:
+    """Once per process and model shape, at the first real forward (vLLM's kernel warm-up): the
+    switch step's block-importance kernels at SparseD's default block size."""
+    from vllm_dlm.attention.ops.block_scores import warm_up
+    from vllm_dlm.config import SparseDParams
+
+    warm_up(num_heads, num_kv_heads, head_size, SparseDParams.block_size, dtype, device)
+
+
 def _flash_attention_3():
     """vLLM's FA3 varlen function on a Hopper GPU with the FA3 build present, else None."""
     from vllm.platforms import current_platform
@@ -119,6 +129,8 @@ class SparsedImpl(AttentionImpl):
                 output, output_scale=None, output_block_scale=None) -> torch.Tensor:
         if attn_metadata is None:  # profiling run
             return output
+        if query.is_cuda and not TORCH_KERNELS:
+            _warm_up_block_scores(self.num_heads, self.num_kv_heads, self.head_size, query.dtype, query.device)
         m = attn_metadata
         n = m.num_actual_tokens
         k_cache, v_cache = split_kv_cache(kv_cache, self.head_size)

@@ -31,7 +31,9 @@ def _tile_scores(q, K, offs_n, n_valid, kv_head, stride_kt, stride_kh, offs_d, d
     return s * qk_scale
 
 
-@triton.jit
+# Lengths and the log-sum-exp strides vary per request: not specialized on, so that one compile
+# (at engine start, `warm_up`) serves every sequence.
+@triton.jit(do_not_specialize=["key_start", "seq_len", "stride_lh"])
 def _row_lse(Q, K, Lse, key_start, seq_len, qk_scale, stride_qt, stride_qh, stride_kt, stride_kh, stride_lh,
              GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, FP32_MATH: tl.constexpr):
@@ -59,7 +61,8 @@ def _row_lse(Q, K, Lse, key_start, seq_len, qk_scale, stride_qt, stride_qh, stri
     tl.store(Lse + head * stride_lh + offs_m, (m_i + tl.log2(l_i)) / 1.4426950408889634, mask=m_valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seq_len", "first_block", "num_blocks", "stride_lt", "stride_lh", "stride_oh",
+                                "stride_oq"])
 def _block_sums(Q, K, Lse, Out, seq_len, first_block, num_blocks, qk_scale, stride_qt, stride_qh, stride_kt,
                 stride_kh, stride_lt, stride_lh, stride_oh, stride_oq,
                 GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -130,3 +133,16 @@ def block_scores(q: torch.Tensor, k: torch.Tensor, block_size: int, scale: float
         BLOCK_SIZE=block_size, TILE=tile, num_warps=8 if tile >= 128 else 4, **common,
     )
     return sums / (block_size * block_size)
+
+
+def warm_up(num_heads: int, num_kv_heads: int, head_dim: int, block_size: int, dtype, device) -> None:
+    """Compile both kernels for one model shape and block size as the switch step calls them (with
+    the attention's log-sum-exp, laid out [L, Hq] over a head-major buffer as FlashAttention returns
+    it, and for isolated selection without it): otherwise the first request to reach its switch
+    step pays the compile (~2 s on the H200) and stalls the batch."""
+    n = 2 * block_size + 1
+    q = torch.zeros(n, num_heads, head_dim, dtype=dtype, device=device)
+    k = torch.zeros(n, num_kv_heads, head_dim, dtype=dtype, device=device)
+    lse = torch.zeros(num_heads, n, dtype=torch.float32, device=device).t()
+    block_scores(q, k, block_size, 1.0, lse=lse)
+    block_scores(q, k, block_size, 1.0, key_start_block=1)
