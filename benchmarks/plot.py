@@ -68,6 +68,76 @@ def plot_sampler_sync_ab() -> None:
     fig.savefig(RESULTS / "ab_sync_h200.png", dpi=120)
 
 
+def plot_sparsed_batching() -> None:
+    """SparseD + dual on the `sparsed` backend: FA3 virtual sequences rebuilt per layer (before) vs
+    once per step (two runs: without and with the whole-request warm-up), and SparseD off."""
+    runs = [("e2e_batching_h200_sparsed.json", "before: tables per layer", ":"),
+            ("e2e_batching_h200_sparsed_step.json", "run A (batch 1 incl. a JIT compile)", "--"),
+            ("e2e_batching_h200_sparsed_warm.json", "run B (warmed up)", "-")]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, label, style in runs:
+        data = _load(name)
+        if data is None:
+            continue
+        for variant, color in (("dual", "C0"), ("dual:skip=1", "C1")):
+            pts = sorted((r["batch"], r["tokens_per_s"]) for r in data["rows"] if r["variant"] == variant)
+            if pts:
+                what = "SparseD + dual" if variant == "dual" else "SparseD off (skip 1), dual"
+                ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{what}: {label}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("tokens/s (prompt 1k, gen 256, 1 token/step)")
+    ax.set_title("sparsed backend, LLaDA-8B shape, H200, piecewise CUDA graphs\n"
+                 "runs A and B: FA3 virtual sequences built once per step", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "e2e_batching_h200_sparsed_step.png", dpi=120)
+
+
+def plot_kv_budget() -> None:
+    data = _load("kv_budget_h200.json")
+    if data is None:
+        return
+    rows = data["rows"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
+    names = [r["variant"] for r in rows]
+    ax1.bar(names, [r["max_running"] for r in rows], color="C0")
+    ax1.set_ylabel("most requests running at once")
+    ax2.bar(names, [r["tokens_per_s"] for r in rows], color="C1")
+    ax2.set_ylabel("tokens/s")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelsize=7)
+    a = data["args"]
+    fig.suptitle(f"fixed KV pool of {data['kv_pages']} pages ({a['budget_requests']} requests of "
+                 f"{a['prompt_len']}+{a['gen']} tokens), {a['requests']} requests, H200", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "kv_budget_h200.png", dpi=120)
+
+
+def plot_block_steps(tag: str) -> None:
+    """block_steps_<tag>.json: per block, the refresh pass and the median cached step."""
+    data = _load(f"block_steps_{tag}.json")
+    if data is None:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (name, row) in enumerate(data.items()):
+        first, cached = zip(*row["blocks_first_and_median_cached_ms"])
+        blocks = range(1, len(first) + 1)
+        ax1.plot(blocks, first, marker="o", color=f"C{i}", label=name)
+        ax2.plot(blocks, cached, marker="o", color=f"C{i}", label=name)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("first step of the block, ms")
+    ax1.set_title("refresh pass (block 3: SparseD switch step)", fontsize=9)
+    ax2.set_ylabel("median cached step, ms")
+    ax2.set_title("cached steps (SparseD masks from block 3 on)", fontsize=9)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("block (32 tokens)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"dual cache, prompt 1k, gen 256, one request at a time, sparsed backend ({tag})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(RESULTS / f"block_steps_{tag}.png", dpi=120)
+
+
 def _load(name: str):
     path = RESULTS / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -171,6 +241,9 @@ if __name__ == "__main__":
     plot_batching()
     plot_batching("e2e_batching_h200", "H200")
     plot_sampler_sync_ab()
+    plot_sparsed_batching()
+    plot_kv_budget()
+    plot_block_steps(tag)
     plot_eviction(f"{tag}_pages")
     plot_eviction(f"{tag}_before_8k")
     plot_attention_kernel(tag)

@@ -184,9 +184,11 @@ class SparsedImpl(AttentionImpl):
         their composition need our kernel)."""
         if self.fa3 is None or sparse.kept or not self.sparse_on_fa3:
             return False
-        page_size = k_cache.shape[1]
-        return all(fa3_sparse.supports(k_cache, page_size, masks.block_size, causal)
-                   for masks in sparse.masks.values())
+        if sparse.on_fa3 is None:  # decided at the first layer: all layers' caches share a layout
+            page_size = k_cache.shape[1]
+            sparse.on_fa3 = all(fa3_sparse.supports(k_cache, page_size, masks.block_size, causal)
+                                for masks in sparse.masks.values())
+        return sparse.on_fa3
 
     def _write_kv(self, layer, key, value, k_cache, v_cache, slot_mapping) -> None:
         if key.is_cuda:  # vLLM's cache-write kernel (handles padding slots itself)

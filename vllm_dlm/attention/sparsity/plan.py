@@ -65,6 +65,7 @@ class StepSparsity:
     query_pos: dict[int, tuple[int, int]] = field(default_factory=dict)  # row -> (first pos, count)
     # every batch row, host side: (first token, query length, first position, keys attended)
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
+    on_fa3: bool | None = None  # SparseD lists on FA3 virtual sequences (set by the first layer)
     _page_tables: dict | None = None
     _virtual: tuple[bool, "fa3_sparse.VirtualSequences | None"] | None = None  # (all layers, sequences)
     _layer_index: dict[str, int] = field(default_factory=dict)
