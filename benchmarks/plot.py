@@ -73,8 +73,10 @@ def plot_sparsed_batching() -> None:
     once per step (two runs: without and with the whole-request warm-up), and SparseD off."""
     runs = [("e2e_batching_h200_sparsed.json", "before: tables per layer", ":"),
             ("e2e_batching_h200_sparsed_step.json", "run A (batch 1 incl. a JIT compile)", "--"),
-            ("e2e_batching_h200_sparsed_warm.json", "run B (warmed up)", "-")]
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+            ("e2e_batching_h200_sparsed_warm.json", "run B (warmed up)", "-"),
+            ("e2e_batching_h200_sparsed_multiproc.json", "run C, final code", "-."),
+            ("e2e_batching_h200_sparsed_inproc.json", "run C, final code, engine core in-process", (0, (1, 1)))]
+    fig, ax = plt.subplots(figsize=(12, 4.8))
     for name, label, style in runs:
         data = _load(name)
         if data is None:
@@ -83,13 +85,13 @@ def plot_sparsed_batching() -> None:
             pts = sorted((r["batch"], r["tokens_per_s"]) for r in data["rows"] if r["variant"] == variant)
             if pts:
                 what = "SparseD + dual" if variant == "dual" else "SparseD off (skip 1), dual"
-                ax.plot(*zip(*pts), style, marker="o", color=color, label=f"{what}: {label}")
+                ax.plot(*zip(*pts), linestyle=style, marker="o", color=color, label=f"{what}: {label}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("tokens/s (prompt 1k, gen 256, 1 token/step)")
     ax.set_title("sparsed backend, LLaDA-8B shape, H200, piecewise CUDA graphs\n"
-                 "runs A and B: FA3 virtual sequences built once per step", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+                 "runs A-C: FA3 virtual sequences built once per step", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     fig.savefig(RESULTS / "e2e_batching_h200_sparsed_step.png", dpi=120)
 

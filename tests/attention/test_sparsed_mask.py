@@ -134,3 +134,15 @@ def test_block_scores_from_the_attention_kernels_lse(block_size):
     k = k_cache[bt[0].long()].reshape(-1, 2, 32)[:seq_len]
     got = block_scores(q, k, block_size, 32**-0.5, lse=lse)
     torch.testing.assert_close(got, block_scores_reference(q, k, block_size, 32**-0.5), atol=1e-6, rtol=1e-4)
+
+
+def test_engine_start_warms_the_servers_block_size():
+    from vllm.config import VllmConfig, set_current_vllm_config
+
+    from vllm_dlm.attention.impl import _server_mask_block_size
+
+    assert _server_mask_block_size() == 128  # SparseD's default
+    config = VllmConfig()
+    config.additional_config = {"dlm": {"block_size": 64}}
+    with set_current_vllm_config(config):
+        assert _server_mask_block_size() == 64

@@ -81,13 +81,24 @@ block_scores = _torch_block_scores if TORCH_KERNELS else triton_block_scores
 
 
 @functools.cache
-def _warm_up_block_scores(num_heads, num_kv_heads, head_size, dtype, device) -> None:
+def _warm_up_block_scores(num_heads, num_kv_heads, head_size, block_size, dtype, device) -> None:
     """Once per process and model shape, at the first real forward (vLLM's kernel warm-up): the
-    switch step's block-importance kernels at SparseD's default block size."""
+    switch step's block-importance kernels at the server's SparseD block size (a request asking
+    for another block size compiles its own at its first switch step)."""
     from vllm_dlm.attention.ops.block_scores import warm_up
-    from vllm_dlm.config import SparseDParams
 
-    warm_up(num_heads, num_kv_heads, head_size, SparseDParams.block_size, dtype, device)
+    warm_up(num_heads, num_kv_heads, head_size, block_size, dtype, device)
+
+
+def _server_mask_block_size() -> int:
+    """SparseD's block size from `--additional-config '{"dlm": {"block_size": ...}}'`, else its default."""
+    from vllm.config import get_current_vllm_config_or_none
+
+    from vllm_dlm.config import SparseDParams, parse_server_defaults
+
+    config = get_current_vllm_config_or_none()  # set while vLLM builds the model
+    defaults = parse_server_defaults(config.additional_config if config is not None else None)
+    return defaults.block_size or SparseDParams.block_size
 
 
 def _flash_attention_3():
@@ -122,6 +133,7 @@ class SparsedImpl(AttentionImpl):
         # VLLM_DLM_SPARSE_KERNEL=triton keeps SparseD steps on our kernel even where FA3 could
         # run them (benchmarks compare the two).
         self.sparse_on_fa3 = os.environ.get("VLLM_DLM_SPARSE_KERNEL", "auto") != "triton"
+        self.mask_block_size = _server_mask_block_size()
         logger.info_once("vllm-dlm: using the sparsed attention backend (Triton paged kernels%s)",
                          ", FA3 for dense steps" if self.fa3 else "")
 
@@ -130,7 +142,8 @@ class SparsedImpl(AttentionImpl):
         if attn_metadata is None:  # profiling run
             return output
         if query.is_cuda and not TORCH_KERNELS:
-            _warm_up_block_scores(self.num_heads, self.num_kv_heads, self.head_size, query.dtype, query.device)
+            _warm_up_block_scores(self.num_heads, self.num_kv_heads, self.head_size, self.mask_block_size,
+                                  query.dtype, query.device)
         m = attn_metadata
         n = m.num_actual_tokens
         k_cache, v_cache = split_kv_cache(kv_cache, self.head_size)
