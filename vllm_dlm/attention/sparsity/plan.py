@@ -24,8 +24,9 @@ from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, kept_page_ta
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
 
 
-# Largest geometry (logical page indices) of all layers' FA3 virtual sequences built once per step;
-# a 32-token dual-cache step of a 1k-token request with SparseD's defaults needs ~0.4 MiB.
+# Most memory (page indices + block tables) that the FA3 virtual sequences of all layers may take
+# when built once per step; a 32-token dual-cache step of a 1k-token request with SparseD's
+# defaults needs ~0.5 MiB, a 64k full pass ~8 GiB (built layer by layer instead).
 VIRTUAL_SEQUENCES_BYTES = 256 * 2**20
 
 
@@ -123,7 +124,7 @@ class StepSparsity:
             return [fa3_sparse.row_geometry(info, page_size, num_heads, device) if info.q_len else None
                     for info in self._row_infos(per_layer)]
         total = 0
-        for row, (_, q_len, pos0, seq_len) in enumerate(self.rows):  # size first: stacking copies
+        for row, (_, q_len, pos0, _) in enumerate(self.rows):  # size first: stacking allocates
             masks = self.masks.get(row)
             if masks is not None and q_len:
                 bs = masks.block_size
