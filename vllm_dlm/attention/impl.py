@@ -19,6 +19,8 @@ VLLM_DLM_KERNELS=torch runs the kernels' plain-torch twins (`ops.reference`, sam
 semantics, tested equal) instead of our Triton kernels: on CPU they are ~100x faster than the
 Triton interpreter, for demos and the quality harness; CI keeps the Triton kernels.
 FA3 (dense, and SparseD virtual sequences) needs a head size FA3 is built for.
+VLLM_DLM_FA3=twin runs the Hopper dispatch anywhere (CPU tests of the FA3 paths): FA3's torch twin
+(`reference.varlen_paged_attention_reference`) stands in for FlashAttention-3, at any head size.
 """
 
 import functools
@@ -61,6 +63,9 @@ KERNELS = os.environ.get("VLLM_DLM_KERNELS", "triton")
 if KERNELS not in ("triton", "torch"):
     raise ValueError(f"VLLM_DLM_KERNELS must be 'triton' or 'torch', got {KERNELS!r}")
 TORCH_KERNELS = KERNELS == "torch"
+FA3_CHOICE = os.environ.get("VLLM_DLM_FA3", "auto")
+if FA3_CHOICE not in ("auto", "twin"):
+    raise ValueError(f"VLLM_DLM_FA3 must be 'auto' or 'twin', got {FA3_CHOICE!r}")
 
 
 def _torch_paged_attention(q, k_cache, v_cache, block_table, query_start_loc, seq_lens, max_query_len,
@@ -101,6 +106,11 @@ def _server_mask_block_size() -> int:
     return defaults.block_size or SparseDParams.block_size
 
 
+def _fa3_twin(*, fa_version=3, **kwargs):
+    """FA3's varlen call on its torch twin (same keywords; non-causal, any head size)."""
+    return reference.varlen_paged_attention_reference(**kwargs)
+
+
 def _flash_attention_3():
     """vLLM's FA3 varlen function on a Hopper GPU with the FA3 build present, else None."""
     from vllm.platforms import current_platform
@@ -128,7 +138,10 @@ class SparsedImpl(AttentionImpl):
         self.num_kv_heads = num_kv_heads
         self.kv_cache_dtype = kv_cache_dtype
         self.kv_sharing_target_layer_name = kv_sharing_target_layer_name
-        self.fa3 = _flash_attention_3() if head_size in FA3_HEAD_SIZES else None
+        if FA3_CHOICE == "twin":
+            self.fa3 = _fa3_twin
+        else:
+            self.fa3 = _flash_attention_3() if head_size in FA3_HEAD_SIZES else None
         self._fa3_v3 = functools.partial(self.fa3, fa_version=3) if self.fa3 else None
         # VLLM_DLM_SPARSE_KERNEL=triton keeps SparseD steps on our kernel even where FA3 could
         # run them (benchmarks compare the two).
