@@ -36,13 +36,21 @@ class RequestDecodeState:
     num_committed: int = 0  # generated tokens already emitted (multiple of block_length)
     step_in_block: int = 0
     steps_done: int = 0  # denoising steps taken since (re)admission
-    canvas: torch.Tensor | None = None  # [gen_length - num_committed] int64
+    # [gen_length] int64: the generation region, committed blocks then the canvas. A row of the
+    # runner's canvas store (`decoding.batched_step`), or the request's own tensor.
+    region: torch.Tensor | None = None
     generator: torch.Generator | None = None
+    num_masked: int = 0  # masks left in the current block (kept by the batched step)
     _transfer_schedule: list[int] = field(default_factory=list)
 
     @classmethod
     def create(
-        cls, params: DecodingParams, mask_token_id: int, num_committed: int, device: torch.device
+        cls,
+        params: DecodingParams,
+        mask_token_id: int,
+        num_committed: int,
+        device: torch.device,
+        region: torch.Tensor | None = None,
     ) -> "RequestDecodeState":
         if num_committed % params.block_length:
             raise ValueError("a request can only resume at a block boundary")
@@ -50,12 +58,18 @@ class RequestDecodeState:
         if params.seed is not None:
             generator = torch.Generator(device=device)
             generator.manual_seed(params.seed)
-        state = cls(params, mask_token_id, num_committed, generator=generator)
+        if region is None:
+            region = torch.empty(params.gen_length, dtype=torch.long, device=device)
+        region = region[: params.gen_length]
+        region[num_committed:] = mask_token_id
+        state = cls(params, mask_token_id, num_committed, region=region, generator=generator)
         state.steps_done = (num_committed // params.block_length) * params.steps_per_block
-        state.canvas = torch.full(
-            (params.gen_length - num_committed,), mask_token_id, dtype=torch.long, device=device
-        )
         return state
+
+    @property
+    def canvas(self) -> torch.Tensor:
+        """[gen_length - num_committed]: the current block, then the masked future blocks."""
+        return self.region[self.num_committed :]
 
     @property
     def canvas_length(self) -> int:
@@ -76,40 +90,60 @@ class RequestDecodeState:
         p = self.params
         return p.cache == "none" or p.eviction.is_full_pass(self.step_in_block)
 
+    def begin_step(self) -> int | None:
+        """Host side of a step, before its device work: how many masked positions it commits
+        (None: threshold decoding decides on the device). LLaDA's count comes from the block's
+        schedule; Dream's needs the masks left, which the caller passes in `num_masked`."""
+        p = self.params
+        self.steps_done += 1
+        if self.step_in_block == 0:
+            # A block is untouched until it is the current one: all of it is masked.
+            self.num_masked = self.block_length
+            if p.family == "llada":
+                self._transfer_schedule = llada_num_transfer_tokens(self.block_length, p.steps_per_block)
+        if p.threshold is not None:
+            return None
+        if p.family == "llada":
+            return self._transfer_schedule[self.step_in_block]
+        return dream_num_transfer_tokens(self.num_masked, self.step_in_block, p.steps_per_block)
+
+    def end_step(self, masks_left: int) -> bool:
+        """Host side after the device work (`masks_left` in the current block): whether the
+        block is complete. A complete block is committed (the canvas moves past it)."""
+        self.num_masked = masks_left
+        self.step_in_block += 1
+        if masks_left and (self.step_in_block < self.params.steps_per_block or self.params.threshold is not None):
+            return False  # threshold decoding runs until the block is filled
+        # After its last scheduled step a block is committed as the reference leaves it, even if
+        # the model proposed the mask token itself somewhere.
+        self.num_committed += self.block_length
+        self.step_in_block = 0
+        return True
+
     def step(self, block_logits: torch.Tensor) -> torch.Tensor | None:
-        """One denoising step of the current block.
+        """One denoising step of the current block, on its own (`decoding.batched_step` does the
+        greedy rules for many requests at once).
 
         block_logits: [block_length, vocab] logits at the block's positions (Dream: already shifted).
         Returns the committed block [block_length] when this step completes it, else None.
         """
         p = self.params
-        self.steps_done += 1
+        k = self.begin_step()
         block = self.canvas[: self.block_length]
         is_masked = block == self.mask_token_id
-        if self.step_in_block == 0 and p.family == "llada":
-            # A block is untouched until it is the current one: all of it is masked.
-            self._transfer_schedule = llada_num_transfer_tokens(self.block_length, p.steps_per_block)
         if p.family == "llada":
-            self._llada_step(block, is_masked, block_logits)
+            self._llada_step(block, is_masked, block_logits, k)
         else:
             self._dream_step(block, is_masked, block_logits)
-        self.step_in_block += 1
         if p.family == "llada" and p.threshold is None:
             # The schedule commits exactly its counts: the masks left are known without waiting
             # for the GPU (no device sync per request and step).
-            masks_left = sum(self._transfer_schedule[self.step_in_block :]) > 0
+            masks_left = sum(self._transfer_schedule[self.step_in_block + 1 :])
         else:
-            masks_left = bool((block == self.mask_token_id).any())
-        if masks_left and self.step_in_block < p.steps_per_block:
+            masks_left = int((block == self.mask_token_id).sum())
+        if not self.end_step(masks_left):
             return None
-        if masks_left and p.threshold is not None:
-            return None  # threshold decoding runs until the block is filled
-        committed = block.clone()
-        assert not masks_left, "block ended with masks left"
-        self.canvas = self.canvas[self.block_length :]
-        self.num_committed += self.block_length
-        self.step_in_block = 0
-        return committed
+        return block.clone()
 
     def _commit_top(self, block, is_masked, x0, confidence, k: int) -> None:
         p = self.params
@@ -130,12 +164,11 @@ class RequestDecodeState:
             index = torch.topk(confidence, k).indices
         block[index] = x0[index]
 
-    def _llada_step(self, block, is_masked, logits) -> None:
+    def _llada_step(self, block, is_masked, logits, k: int | None) -> None:
         p = self.params
         x0, confidence = llada_propose(logits, p.remasking, p.temperature, self.generator)
         x0 = torch.where(is_masked, x0, block)
-        k = 0 if p.threshold is not None else self._transfer_schedule[self.step_in_block]
-        self._commit_top(block, is_masked, x0, confidence, k)
+        self._commit_top(block, is_masked, x0, confidence, k or 0)
 
     def _dream_step(self, block, is_masked, logits) -> None:
         p = self.params

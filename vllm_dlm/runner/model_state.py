@@ -9,7 +9,8 @@ Data flow of one engine step, per request:
   prepare_attn     (here) -> bidirectional attention; a `dual` cached step also reads the cached
                              suffix (seq_len extended past the query)
   prepare_inputs   (here) -> logits only at the current block's positions (Dream: shifted by one)
-  sampler          (`runner.sampler`) -> one denoising step per request; a finished block is emitted
+  sampler          (`runner.sampler`) -> one denoising step per request (the greedy ones together,
+                    `decoding.batched_step`); a finished block is emitted
 """
 
 import enum
@@ -68,6 +69,10 @@ class DiffusionLMModelState(DefaultModelState):
         self.logits_shift = 1 if self.family == "dream" else 0
         self.defaults = server_defaults(vllm_config)
         self.requests: dict[int, RequestDecodeState] = {}  # req_states slot -> state
+        # Each slot's generation region (committed blocks, then the canvas): the rows the batched
+        # denoising step reads and writes (`decoding.batched_step`).
+        self.canvas_store = torch.full((self.max_num_reqs, self.defaults.max_gen_len), self.mask_token_id,
+                                       dtype=torch.long, device=device)
         # SparseD masks per request (req_states slot -> RequestMasks), with the `sparsed` backend:
         # computed at the request's switch step, freed with the request (also when preempted: a
         # resumed request recomputes them at its first full pass).
@@ -105,7 +110,7 @@ class DiffusionLMModelState(DefaultModelState):
         # A preempted request comes back with its committed tokens appended to the prompt.
         num_committed = len(new_req_data.prefill_token_ids) - len(new_req_data.prompt_token_ids)
         self.requests[req_index] = RequestDecodeState.create(
-            params, self.mask_token_id, num_committed, self.device
+            params, self.mask_token_id, num_committed, self.device, region=self.canvas_store[req_index]
         )
         self._slot_of[new_req_data.req_id] = req_index
 

@@ -18,6 +18,7 @@ import torch
 
 from vllm.v1.worker.gpu.sample.output import SamplerOutput
 
+from vllm_dlm.decoding.batched_step import BatchedRows, denoise_batched, is_batchable
 from vllm_dlm.runner.model_state import StepKind
 
 # The runner reads `sampler.penalties_state.output_bin_counts`; None means "no penalties".
@@ -48,20 +49,37 @@ class DiffusionLMSampler:
         sampled = self._sampled[:num_reqs]
         sampled.zero_()
         num_sampled_np = np.zeros(num_reqs, dtype=np.int32)
+        draft_tokens = self.req_states.draft_tokens
+        slots = input_batch.idx_mapping_np
+
+        # Greedy requests step together (`decoding.batched_step`), the others one by one.
+        batched = BatchedRows([], [], [])
+        batched_plans = []
+        offset = 0
+        for plan in self.model_state.plan:
+            if plan.kind not in (StepKind.FULL, StepKind.CACHED):
+                continue
+            state = plan.state
+            if is_batchable(state.params):
+                batched.states.append(state)
+                batched.slots.append(int(slots[plan.row]))
+                batched.offsets.append(offset)
+                batched_plans.append(plan)
+            else:
+                committed = state.step(logits[offset : offset + state.block_length])
+                if committed is not None:
+                    sampled[plan.row, : state.block_length] = committed.to(sampled.dtype)
+                    num_sampled_np[plan.row] = state.block_length
+            offset += state.block_length
+        if batched.states:
+            committed, blocks = denoise_batched(batched, logits, self.model_state.canvas_store)
+            self._emit_batched(batched, batched_plans, committed, blocks, sampled, num_sampled_np)
 
         query_lens = np.diff(input_batch.query_start_loc_np[: num_reqs + 1]).astype(np.int32)
         num_rejected_np = np.zeros(num_reqs, dtype=np.int32)
-        offset = 0
+        stepped_together = {id(p) for p in batched_plans}
         for plan in self.model_state.plan:
             state, row = plan.state, plan.row
-            committed = None
-            if plan.kind in (StepKind.FULL, StepKind.CACHED):
-                block_length = state.block_length
-                committed = state.step(logits[offset : offset + block_length])
-                offset += block_length
-                if committed is not None:
-                    sampled[row, :block_length] = committed.to(sampled.dtype)
-                    num_sampled_np[row] = block_length
             next_is_full_pass = (
                 plan.kind in (StepKind.PREFILL, StepKind.SKIP)
                 or state is None
@@ -71,9 +89,10 @@ class DiffusionLMSampler:
                 num_rejected_np[row] = query_lens[row] + plan.num_computed
             else:  # keep the prefix, drop the recomputed canvas
                 num_rejected_np[row] = plan.num_drafts - num_sampled_np[row]
-            if state is not None and state.canvas_length > 0:  # the next step's canvas
-                slot = int(input_batch.idx_mapping_np[row])
-                self.req_states.draft_tokens[slot, : state.canvas_length] = state.canvas
+            # The next step's canvas. A request stepped together had only its current block
+            # written (`_emit_batched`): the rest of its canvas is masks, already in place.
+            if state is not None and state.canvas_length > 0 and id(plan) not in stepped_together:
+                draft_tokens[int(slots[row]), : state.canvas_length] = state.canvas
         self.model_state.plan = []
 
         device = logits.device
@@ -84,3 +103,26 @@ class DiffusionLMSampler:
             num_sampled=torch.from_numpy(num_sampled_np).to(device),
             num_rejected=torch.from_numpy(num_rejected_np).to(device),
         )
+
+    def _emit_batched(self, batched, plans, committed, blocks, sampled, num_sampled_np) -> None:
+        """Committed blocks into `sampled`; each request's next block into the draft slots (its
+        stepped block, or for a committed one the next block: all masks). The draft slots after
+        the block hold masks since the request's first step (a full canvas write)."""
+        device = sampled.device
+        draft_tokens = self.req_states.draft_tokens
+        for block_length, (positions, stepped) in blocks.items():
+            done = np.asarray([committed[i] for i in positions])
+            rows = np.asarray([plans[i].row for i in positions])
+            done_t = _to_device(done, device)
+            if done.any():  # (integer indices: a boolean index would sync)
+                stepped_done = stepped[_to_device(np.flatnonzero(done), device)]
+                sampled[_to_device(rows[done], device), :block_length] = stepped_done.to(sampled.dtype)
+                num_sampled_np[rows[done]] = block_length
+            mask_id = batched.states[positions[0]].mask_token_id
+            next_block = torch.where(done_t[:, None], mask_id, stepped).to(draft_tokens.dtype)
+            slots = _to_device(np.asarray([batched.slots[i] for i in positions]), device)
+            draft_tokens[slots[:, None], torch.arange(block_length, device=device)] = next_block
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(array).to(device, non_blocking=True)
