@@ -3,12 +3,15 @@
 the scheduler's output processing, each closed by a device sync, with the step's scheduled tokens
 and how many rows were full passes, partial (token-budget-cut, wasted) passes or cached steps.
 
-LLaDA-8B shape, dummy weights, engine core in this process, piecewise CUDA graphs. Each
-`--budget` is max_num_batched_tokens (0: vLLM's default); the batches run one after the other. `--profile` adds a torch profile of a window of steps of the last
-batch (top ops by CUDA and by CPU time, as text in the JSON). One engine (one `--budget`) per
-process. Writes <out>/step_breakdown_<tag>.json and .png:
+LLaDA-8B shape, dummy weights, engine core in this process, piecewise CUDA graphs. `--budget` is
+max_num_batched_tokens (0: vLLM's default); the batches run one after the other. `--profile` adds
+a torch profile of a window of steps of the last run (top ops by CUDA and by CPU time, as text in
+the JSON). `--ab` alternates the sampler's per-request and batched paths for greedy requests
+(`decoding.batched_step`) in the same engine, twice per batch. One engine per process. Writes
+<out>/step_breakdown_<tag>.json and .png:
     python3 -m benchmarks.bench_step_breakdown --batch 1 64 --profile --tag h200 --out $OUT
     python3 -m benchmarks.bench_step_breakdown --batch 64 --budget 98304 --tag h200_budget --out $OUT
+    python3 -m benchmarks.bench_step_breakdown --batch 1 64 --ab --tag h200_ab --out $OUT
 """
 
 import argparse
@@ -97,17 +100,26 @@ def run_engine(args, budget: int) -> list[dict]:
     extra = {"steps": args.steps, "block_length": args.block, **parse_variant(args.variant)}
     sp = SamplingParams(max_tokens=args.gen, temperature=0.0, ignore_eos=True, extra_args=extra)
     full_len = args.prompt_len + args.gen
+    import vllm_dlm.runner.sampler as sampler_module
+
+    batchable = sampler_module.is_batchable
+    sampler_paths = {"batched": batchable, "per_request": lambda params: False}
+    runs = [(batch, path, rep) for batch in args.batch
+            for rep in range(2 if args.ab else 1)
+            for path in (("per_request", "batched") if args.ab else ("batched",))]
     records = []
-    for batch in args.batch:
+    for batch, path, rep in runs:
+        sampler_module.is_batchable = sampler_paths[path]  # the sampler's path for greedy requests
         for warm in (True, False):
             n = 1 if warm else batch
             for i in range(n):
                 prompt = [(7 * i + 13 * j) % 100000 + 10 for j in range(args.prompt_len)]
-                engine.add_request(f"b{batch}-{'w' if warm else 'm'}{i}", {"prompt_token_ids": prompt}, sp)
+                name = f"b{batch}-{path}{rep}-{'w' if warm else 'm'}{i}"
+                engine.add_request(name, {"prompt_token_ids": prompt}, sp)
             outputs.clear()
             steps, prof = [], None
             while engine.has_unfinished_requests():
-                if args.profile and not warm and batch == args.batch[-1] and len(steps) == 100:
+                if args.profile and not warm and (batch, path, rep) == runs[-1] and len(steps) == 100:
                     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                                               torch.profiler.ProfilerActivity.CUDA])
                     prof.__enter__()
@@ -139,30 +151,37 @@ def run_engine(args, budget: int) -> list[dict]:
                 continue
             summary = _summary(steps)
             summary["tokens_per_s"] = batch * args.gen / summary["seconds"]
-            records.append({"budget": budget or "default", "batch": batch, "summary": summary, "steps": steps})
-            print(f"budget={budget or 'default'} batch={batch}: {summary['tokens_per_s']:.1f} tok/s "
+            records.append({"budget": budget or "default", "batch": batch, "sampler_path": path, "rep": rep,
+                            "summary": summary, "steps": steps})
+            print(f"budget={budget or 'default'} batch={batch} {path}{rep}: {summary['tokens_per_s']:.1f} tok/s "
                   f"{json.dumps({k: v for k, v in summary.items() if k != 'steps'})}", flush=True)
     return records
 
 
-def plot(records: list[dict], path: Path) -> None:
+def plot(records: list[dict], path: Path, title: str) -> None:
+    """Per run: tokens/s, and the median cached-only step split into forward, sampler and rest."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = [r for r in records if "steps" in r]
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
-    for ax, r in zip(axes[0], runs):
-        steps = r["steps"]
-        xs = [s["tokens"] for s in steps]
-        for key, colour in (("total", "k"), ("execute", "tab:blue"), ("sample", "tab:orange")):
-            ax.scatter(xs, [1000 * s[key] for s in steps], s=6, c=colour, label=key)
-        ax.set_xlabel("scheduled tokens in the step")
-        ax.set_ylabel("ms")
-        ax.set_title(f"batch {r['batch']}, budget {r['budget']}: {r['summary']['tokens_per_s']:.0f} tok/s")
-        ax.legend()
-    fig.suptitle("LLaDA-8B shape, dual cache, 1 token/step: step time by part")
+    labels = [f"b{r['batch']} {r.get('sampler_path', 'batched')}{r.get('rep', 0)}" for r in runs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.6 * len(runs)), 4.5))
+    left.bar(labels, [r["summary"]["tokens_per_s"] for r in runs], color="tab:blue")
+    left.set_ylabel("tokens/s")
+    medians = [r["summary"]["median_ms_cached_only"] for r in runs]
+    execute = [m["execute"] for m in medians]
+    sampler = [m["sampler"] for m in medians]
+    rest = [m["total"] - m["execute"] - m["sampler"] for m in medians]
+    right.bar(labels, execute, label="forward (execute_model)")
+    right.bar(labels, sampler, bottom=execute, label="logits + sampler")
+    right.bar(labels, rest, bottom=[a + b for a, b in zip(execute, sampler)], label="rest")
+    right.set_ylabel("median cached-only step, ms")
+    right.legend()
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=60)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -179,6 +198,8 @@ def main() -> None:
     parser.add_argument("--variant", default="dual")
     parser.add_argument("--attention-backend", default=None)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--ab", action="store_true",
+                        help="per batch, alternate the sampler's per-request and batched paths (2 runs each)")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -186,7 +207,8 @@ def main() -> None:
     path = Path(args.out) / f"step_breakdown_{args.tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"args": vars(args), "records": records}, indent=1))
-    plot(records, path.with_suffix(".png"))
+    plot(records, path.with_suffix(".png"), f"LLaDA-8B shape, {args.variant}, prompt {args.prompt_len}, "
+         f"gen {args.gen}, {args.steps} steps: step time by part")
     print(f"wrote {path}")
 
 

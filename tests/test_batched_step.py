@@ -35,8 +35,9 @@ def _logits(n: int, generator: torch.Generator, ties: bool) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("family, requests", [("llada", LLADA_REQUESTS), ("dream", DREAM_REQUESTS)])
-@pytest.mark.parametrize("ties", [False, True])
-def test_batched_step_equals_each_requests_own_step(family, requests, ties):
+@pytest.mark.parametrize("ties, gaps", [(False, False), (True, False), (False, True)])
+def test_batched_step_equals_each_requests_own_step(family, requests, ties, gaps):
+    """gaps: other rows (requests on the per-request path) between the batched blocks."""
     seed = torch.seed() % 2**31
     generator = torch.Generator().manual_seed(seed)
     store = torch.zeros(len(requests) + 3, 40, dtype=torch.long)
@@ -52,26 +53,29 @@ def test_batched_step_equals_each_requests_own_step(family, requests, ties):
     while not all(s.finished for s in alone):
         live = [i for i, s in enumerate(alone) if not s.finished]
         lengths = [alone[i].block_length for i in live]
-        logits = _logits(sum(lengths), generator, ties)
+        gap = 3 if gaps else 0
+        logits = _logits(sum(lengths) + gap * len(live), generator, ties)
         if steps % 4 == 1:  # now and then the model proposes the mask token itself
-            logits[0, MASK] = 100.0
-        offsets = [sum(lengths[:j]) for j in range(len(live))]
+            logits[gap, MASK] = 100.0
+        offsets = [sum(lengths[:j]) + gap * (j + 1) for j in range(len(live))]
         expected = []
         for i, offset in zip(live, offsets):
             expected.append(alone[i].step(logits[offset : offset + alone[i].block_length]) is not None)
         rows = BatchedRows([together[i] for i in live], [slots[i] for i in live], offsets)
-        committed, blocks = denoise_batched(rows, logits, store)
+        committed, groups = denoise_batched(rows, logits, store)
         assert committed == expected, (seed, steps)
         for i in live:
             a, b = alone[i], together[i]
             assert (a.num_committed, a.step_in_block, a.steps_done) == (b.num_committed, b.step_in_block, b.steps_done)
             assert torch.equal(a.region, b.region), (seed, steps, i)
             assert torch.equal(store[slots[i], : a.params.gen_length], a.region)
-        for block_length, (positions, stepped) in blocks.items():  # the blocks as stepped
-            for position, block in zip(positions, stepped):
+        assert sorted(i for g in groups for i in g.members) == list(range(len(live)))
+        for group in groups:  # the blocks as stepped, and their store rows
+            assert group.slots.tolist() == [rows.slots[i] for i in group.members]
+            for position, block in zip(group.members, group.blocks):
                 state = alone[live[position]]
-                start = state.num_committed - (block_length if committed[position] else 0)
-                assert torch.equal(block, state.region[start : start + block_length])
+                start = state.num_committed - (state.block_length if committed[position] else 0)
+                assert torch.equal(block, state.region[start : start + state.block_length])
         steps += 1
     assert all(s.finished for s in together)
 

@@ -43,23 +43,20 @@ def is_batchable(params: DecodingParams) -> bool:
 
 def greedy_proposals(logits: torch.Tensor, family: str, remasking: str) -> tuple[torch.Tensor, torch.Tensor]:
     """x0 [n] and confidence [n] of logits [n, vocab] by `decoding.remasking`'s greedy rules."""
-    x0 = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    confidence = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
-    for start in range(0, logits.shape[0], PROPOSAL_ROWS):
-        rows = logits[start : start + PROPOSAL_ROWS]
-        out = slice(start, start + rows.shape[0])
-        if family == "llada":  # llada_propose: argmax, softmax(logits)[x0]
-            x0[out] = rows.argmax(dim=-1)
-            confidence[out] = F.softmax(rows.float(), dim=-1).gather(-1, x0[out].unsqueeze(-1)).squeeze(-1)
-            continue
-        probs = F.softmax(rows.float(), dim=-1)  # dream_propose at temperature 0
-        conf, x0[out] = probs.max(dim=-1)
-        if remasking == "topk_margin":
-            top2 = torch.topk(probs, 2, dim=-1).values
-            conf = top2[:, 0] - top2[:, 1]
-        elif remasking == "entropy":
-            conf = (probs * torch.log(probs + 1e-10)).sum(dim=-1)
-        confidence[out] = conf
+    if logits.shape[0] > PROPOSAL_ROWS:
+        chunks = [greedy_proposals(logits[i : i + PROPOSAL_ROWS], family, remasking)
+                  for i in range(0, logits.shape[0], PROPOSAL_ROWS)]
+        return torch.cat([x for x, _ in chunks]), torch.cat([c for _, c in chunks])
+    if family == "llada":  # llada_propose: argmax, softmax(logits)[x0]
+        x0 = logits.argmax(dim=-1)
+        return x0, F.softmax(logits.float(), dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    probs = F.softmax(logits.float(), dim=-1)  # dream_propose at temperature 0
+    confidence, x0 = probs.max(dim=-1)
+    if remasking == "topk_margin":
+        top2 = torch.topk(probs, 2, dim=-1).values
+        confidence = top2[:, 0] - top2[:, 1]
+    elif remasking == "entropy":
+        confidence = (probs * torch.log(probs + 1e-10)).sum(dim=-1)
     return x0, confidence
 
 
@@ -73,51 +70,53 @@ class BatchedRows:
     offsets: list[int]
 
 
-def denoise_batched(
-    rows: BatchedRows, logits: torch.Tensor, store: torch.Tensor
-) -> tuple[list[bool], dict[int, tuple[list[int], torch.Tensor]]]:
+@dataclass
+class SteppedGroup:
+    """Requests of one step with the same block length and commit count."""
+
+    members: list[int]  # positions in BatchedRows
+    blocks: torch.Tensor  # [len(members), block_length] the blocks after the step
+    slots: torch.Tensor  # [len(members)] their canvas store rows, on the device
+
+
+def denoise_batched(rows: BatchedRows, logits: torch.Tensor, store: torch.Tensor) -> tuple[list[bool], list[SteppedGroup]]:
     """One step of every request in `rows`; the stepped blocks are written to `store`.
 
-    Returns, per request, whether its block was committed (its canvas moved on), and per block
-    length the requests' positions in `rows` with their blocks after the step [n, block_length].
+    Returns, per request, whether its block was committed (its canvas moved on), and the groups
+    as stepped.
     """
     states = rows.states
     device = logits.device
-    x0_all = torch.empty(logits.shape[0], dtype=torch.long, device=device)
-    conf_all = torch.empty(logits.shape[0], dtype=torch.float32, device=device)
-    by_rule: dict[str, list[int]] = {}
-    for i, state in enumerate(states):
-        by_rule.setdefault(state.params.remasking, []).append(i)
-    for rule, members in by_rule.items():
-        index = _block_rows(rows, members)
-        if len(members) == len(states) and index.size == logits.shape[0]:
-            x0_all, conf_all = greedy_proposals(logits, states[0].params.family, rule)
-        else:
-            index_t = _to_device(index, device)
-            x0, conf = greedy_proposals(logits.index_select(0, index_t), states[members[0]].params.family, rule)
-            x0_all[index_t], conf_all[index_t] = x0, conf
-
-    # Host side first: each request's commit count (None: threshold).
-    counts = [state.begin_step() for state in states]
+    x0_all, conf_all = _proposals(rows, logits)
+    counts = [state.begin_step() for state in states]  # host side first (None: threshold)
     groups: dict[tuple[int, int | None], list[int]] = {}
     for i, (state, k) in enumerate(zip(states, counts)):
         groups.setdefault((state.block_length, k), []).append(i)
 
     width = store.shape[1]
     masks_left = [0] * len(states)
-    blocks_by_length: dict[int, tuple[list[int], list[torch.Tensor]]] = {}
+    stepped: list[SteppedGroup] = []
     synced: list[tuple[list[int], torch.Tensor]] = []
     for (block_length, k), members in groups.items():
-        cols = np.arange(block_length)
-        flat = np.asarray([rows.slots[i] * width + states[i].num_committed for i in members])[:, None] + cols
-        logit_rows = _block_rows(rows, members)
-        flat_t = _to_device(flat.reshape(-1), device)
-        index_t = _to_device(logit_rows, device)
-        blocks = store.view(-1)[flat_t].view(len(members), block_length)
+        n = len(members) * block_length
+        starts = np.asarray([rows.slots[i] * width + states[i].num_committed for i in members])
+        in_order = n == logits.shape[0] and [rows.offsets[i] for i in members] == list(range(0, n, block_length))
+        # One upload per group: store positions, logits rows (unless in order), store rows.
+        packed = _to_device(np.concatenate([
+            (starts[:, None] + np.arange(block_length)).reshape(-1),
+            np.zeros(0, np.int64) if in_order else _block_rows(rows, members),
+            np.asarray([rows.slots[i] for i in members]),
+        ]), device)
+        flat = packed[:n]
+        blocks = store.view(-1)[flat].view(len(members), block_length)
+        x0, conf = x0_all, conf_all
+        if not in_order:
+            index = packed[n : 2 * n]
+            x0, conf = x0[index], conf[index]
         mask_id = states[members[0]].mask_token_id
         is_masked = blocks == mask_id
-        x0 = torch.where(is_masked, x0_all[index_t].view_as(blocks), blocks)
-        conf = torch.where(is_masked, conf_all[index_t].view_as(blocks), -torch.inf)
+        x0 = torch.where(is_masked, x0.view_as(blocks), blocks)
+        conf = torch.where(is_masked, conf.view_as(blocks), -torch.inf)
         if k is None:  # Fast-dLLM threshold: every masked position at or above it, plus the top one
             threshold = _to_device(np.asarray([states[i].params.threshold for i in members], np.float32), device)
             take = is_masked & (conf >= threshold[:, None])
@@ -125,7 +124,7 @@ def denoise_batched(
             blocks = torch.where(take, x0, blocks)
         elif k > 0:
             index = torch.topk(conf, k, dim=-1).indices
-            blocks = blocks.scatter(1, index, x0.gather(1, index))
+            blocks.scatter_(1, index, x0.gather(1, index))
         if k is None or states[members[0]].params.family == "dream":
             # Counted on the device: a proposal may be the mask token itself (Dream's next count
             # depends on the masks actually left, as in its reference).
@@ -133,15 +132,30 @@ def denoise_batched(
         else:  # LLaDA's schedule commits exactly k masked positions
             for i in members:
                 masks_left[i] = states[i].num_masked - min(k, states[i].num_masked)
-        store.view(-1)[flat_t] = blocks.view(-1)
-        positions, tensors = blocks_by_length.setdefault(block_length, ([], []))
-        positions.extend(members)
-        tensors.append(blocks)
+        store.view(-1)[flat] = blocks.view(-1)
+        stepped.append(SteppedGroup(members, blocks, packed[n if in_order else 2 * n :]))
     for members, left in synced:  # one device sync per such group
-        for i, n in zip(members, left.tolist()):
-            masks_left[i] = n
+        for i, count in zip(members, left.tolist()):
+            masks_left[i] = count
     committed = [state.end_step(left) for state, left in zip(states, masks_left)]
-    return committed, {b: (pos, torch.cat(ts)) for b, (pos, ts) in blocks_by_length.items()}
+    return committed, stepped
+
+
+def _proposals(rows: BatchedRows, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x0 and confidence of every logits row (rows of no member: unset), by each member's rule."""
+    states = rows.states
+    by_rule: dict[str, list[int]] = {}
+    for i, state in enumerate(states):
+        by_rule.setdefault(state.params.remasking, []).append(i)
+    family = states[0].params.family
+    if len(by_rule) == 1 and sum(s.block_length for s in states) == logits.shape[0]:
+        return greedy_proposals(logits, family, states[0].params.remasking)
+    x0 = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    confidence = torch.zeros(logits.shape[0], dtype=torch.float32, device=logits.device)
+    for rule, members in by_rule.items():
+        index = _to_device(_block_rows(rows, members), logits.device)
+        x0[index], confidence[index] = greedy_proposals(logits.index_select(0, index), family, rule)
+    return x0, confidence
 
 
 def _block_rows(rows: BatchedRows, members: list[int]) -> np.ndarray:

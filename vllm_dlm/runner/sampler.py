@@ -35,6 +35,7 @@ class DiffusionLMSampler:
         device = model_state.device
         self._sampled = torch.zeros(max_num_reqs, width, dtype=torch.int32, device=device)
         self._num_sampled = torch.zeros(max_num_reqs, dtype=torch.int32, device=device)
+        self._columns = torch.arange(width, device=device)
 
     penalties_state = _NO_PENALTIES
 
@@ -72,8 +73,8 @@ class DiffusionLMSampler:
                     num_sampled_np[plan.row] = state.block_length
             offset += state.block_length
         if batched.states:
-            committed, blocks = denoise_batched(batched, logits, self.model_state.canvas_store)
-            self._emit_batched(batched, batched_plans, committed, blocks, sampled, num_sampled_np)
+            committed, groups = denoise_batched(batched, logits, self.model_state.canvas_store)
+            self._emit_batched(batched, batched_plans, committed, groups, sampled, num_sampled_np)
 
         query_lens = np.diff(input_batch.query_start_loc_np[: num_reqs + 1]).astype(np.int32)
         num_rejected_np = np.zeros(num_reqs, dtype=np.int32)
@@ -104,24 +105,23 @@ class DiffusionLMSampler:
             num_rejected=torch.from_numpy(num_rejected_np).to(device),
         )
 
-    def _emit_batched(self, batched, plans, committed, blocks, sampled, num_sampled_np) -> None:
-        """Committed blocks into `sampled`; each request's next block into the draft slots (its
-        stepped block, or for a committed one the next block: all masks). The draft slots after
-        the block hold masks since the request's first step (a full canvas write)."""
-        device = sampled.device
+    def _emit_batched(self, batched, plans, committed, groups, sampled, num_sampled_np) -> None:
+        """Committed blocks into `sampled`; each request's next block into its draft slots (the
+        stepped block, or after a commit the next block: all masks). The draft slots after the
+        block hold masks since the request's first step, which wrote its whole canvas."""
         draft_tokens = self.req_states.draft_tokens
-        for block_length, (positions, stepped) in blocks.items():
-            done = np.asarray([committed[i] for i in positions])
-            rows = np.asarray([plans[i].row for i in positions])
-            done_t = _to_device(done, device)
-            if done.any():  # (integer indices: a boolean index would sync)
-                stepped_done = stepped[_to_device(np.flatnonzero(done), device)]
-                sampled[_to_device(rows[done], device), :block_length] = stepped_done.to(sampled.dtype)
-                num_sampled_np[rows[done]] = block_length
-            mask_id = batched.states[positions[0]].mask_token_id
-            next_block = torch.where(done_t[:, None], mask_id, stepped).to(draft_tokens.dtype)
-            slots = _to_device(np.asarray([batched.slots[i] for i in positions]), device)
-            draft_tokens[slots[:, None], torch.arange(block_length, device=device)] = next_block
+        for group in groups:
+            block_length = group.blocks.shape[1]
+            columns = self._columns[:block_length]
+            draft_tokens[group.slots[:, None], columns] = group.blocks.to(draft_tokens.dtype)
+            done = np.flatnonzero([committed[i] for i in group.members])
+            if done.size == 0:
+                continue
+            rows = np.asarray([plans[group.members[j]].row for j in done])
+            num_sampled_np[rows] = block_length
+            done_t = _to_device(done, sampled.device)
+            sampled[_to_device(rows, sampled.device)[:, None], columns] = group.blocks[done_t].to(sampled.dtype)
+            draft_tokens[group.slots[done_t][:, None], columns] = batched.states[group.members[0]].mask_token_id
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
