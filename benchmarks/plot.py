@@ -96,6 +96,27 @@ def plot_sparsed_batching() -> None:
     fig.savefig(RESULTS / "e2e_batching_h200_sparsed_step.png", dpi=120)
 
 
+def plot_batched_step() -> None:
+    """dual, default backend: the per-request sampler (e2e_batching_h200.json, an earlier machine
+    start) vs the batched denoising step (e2e_batching_h200_batched_step.json)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, label in (("e2e_batching_h200.json", "per-request sampler (earlier machine start)"),
+                        ("e2e_batching_h200_batched_step.json", "batched denoising step")):
+        data = _load(name)
+        if data is None:
+            continue
+        pts = sorted((r["batch"], r["tokens_per_s"]) for r in data["rows"] if r["variant"] == "dual")
+        ax.plot(*zip(*pts), marker="o", label=label)
+    ax.axhline(1500, ls="--", c="gray", label="issue target (batch 64)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("tokens/s (prompt 1k, gen 256, 1 token/step)")
+    ax.set_title("LLaDA-8B shape, H200, dual, piecewise CUDA graphs", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "e2e_batching_h200_batched_step.png", dpi=120)
+
+
 def plot_kv_budget() -> None:
     data = _load("kv_budget_h200.json")
     if data is None:
@@ -244,6 +265,7 @@ if __name__ == "__main__":
     plot_batching("e2e_batching_h200", "H200")
     plot_sampler_sync_ab()
     plot_sparsed_batching()
+    plot_batched_step()
     plot_kv_budget()
     plot_block_steps(tag)
     plot_eviction(f"{tag}_pages")
