@@ -74,8 +74,9 @@ def plot_sparsed_batching() -> None:
     runs = [("e2e_batching_h200_sparsed.json", "before: tables per layer", ":"),
             ("e2e_batching_h200_sparsed_step.json", "run A (batch 1 incl. a JIT compile)", "--"),
             ("e2e_batching_h200_sparsed_warm.json", "run B (warmed up)", "-"),
-            ("e2e_batching_h200_sparsed_multiproc.json", "run C, final code", "-."),
-            ("e2e_batching_h200_sparsed_inproc.json", "run C, final code, engine core in-process", (0, (1, 1)))]
+            ("e2e_batching_h200_sparsed_multiproc.json", "run C", "-."),
+            ("e2e_batching_h200_sparsed_inproc.json", "run C, engine core in-process", (0, (1, 1))),
+            ("e2e_batching_h200_sparsed_batched_step.json", "run D, batched denoising step", (0, (5, 1)))]
     fig, ax = plt.subplots(figsize=(12, 4.8))
     for name, label, style in runs:
         data = _load(name)
@@ -90,7 +91,7 @@ def plot_sparsed_batching() -> None:
     ax.set_xlabel("concurrent requests")
     ax.set_ylabel("tokens/s (prompt 1k, gen 256, 1 token/step)")
     ax.set_title("sparsed backend, LLaDA-8B shape, H200, piecewise CUDA graphs\n"
-                 "runs A-C: FA3 virtual sequences built once per step", fontsize=10)
+                 "runs A-D: FA3 virtual sequences built once per step; D: batched denoising step", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     fig.savefig(RESULTS / "e2e_batching_h200_sparsed_step.png", dpi=120)
