@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vllm_dlm.config import DecodingParams
+from vllm_dlm.decoding.remasking import dream_propose, llada_propose
 from vllm_dlm.decoding.state import RequestDecodeState
 
 PROPOSAL_ROWS = 256  # logits rows per softmax (bounds the float32 probabilities to ~130 MB at 126k vocab)
@@ -42,22 +42,14 @@ def is_batchable(params: DecodingParams) -> bool:
 
 
 def greedy_proposals(logits: torch.Tensor, family: str, remasking: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """x0 [n] and confidence [n] of logits [n, vocab] by `decoding.remasking`'s greedy rules."""
-    if logits.shape[0] > PROPOSAL_ROWS:
-        chunks = [greedy_proposals(logits[i : i + PROPOSAL_ROWS], family, remasking)
-                  for i in range(0, logits.shape[0], PROPOSAL_ROWS)]
-        return torch.cat([x for x, _ in chunks]), torch.cat([c for _, c in chunks])
-    if family == "llada":  # llada_propose: argmax, softmax(logits)[x0]
-        x0 = logits.argmax(dim=-1)
-        return x0, F.softmax(logits.float(), dim=-1).gather(-1, x0.unsqueeze(-1)).squeeze(-1)
-    probs = F.softmax(logits.float(), dim=-1)  # dream_propose at temperature 0
-    confidence, x0 = probs.max(dim=-1)
-    if remasking == "topk_margin":
-        top2 = torch.topk(probs, 2, dim=-1).values
-        confidence = top2[:, 0] - top2[:, 1]
-    elif remasking == "entropy":
-        confidence = (probs * torch.log(probs + 1e-10)).sum(dim=-1)
-    return x0, confidence
+    """x0 [n] and confidence [n] of logits [n, vocab]: `decoding.remasking`'s rules at temperature 0,
+    in row chunks."""
+    propose = llada_propose if family == "llada" else dream_propose
+    chunks = [propose(logits[i : i + PROPOSAL_ROWS], remasking, 0.0)
+              for i in range(0, logits.shape[0], PROPOSAL_ROWS)]
+    if len(chunks) == 1:
+        return chunks[0]
+    return torch.cat([x for x, _ in chunks]), torch.cat([c for _, c in chunks])
 
 
 @dataclass

@@ -134,7 +134,7 @@ class RequestDecodeState:
         if p.family == "llada":
             self._llada_step(block, is_masked, block_logits, k)
         else:
-            self._dream_step(block, is_masked, block_logits)
+            self._dream_step(block, is_masked, block_logits, k)
         if p.family == "llada" and p.threshold is None:
             # The schedule commits exactly its counts: the masks left are known without waiting
             # for the GPU (no device sync per request and step).
@@ -170,7 +170,7 @@ class RequestDecodeState:
         x0 = torch.where(is_masked, x0, block)
         self._commit_top(block, is_masked, x0, confidence, k or 0)
 
-    def _dream_step(self, block, is_masked, logits) -> None:
+    def _dream_step(self, block, is_masked, logits, k: int | None) -> None:
         p = self.params
         masked_idx = is_masked.nonzero().squeeze(-1)
         if masked_idx.numel() == 0:
@@ -194,7 +194,4 @@ class RequestDecodeState:
         x0[masked_idx] = x0_masked
         confidence = torch.full(block.shape, -torch.inf, device=logits.device)
         confidence[masked_idx] = conf_masked
-        k = 0
-        if p.threshold is None:
-            k = dream_num_transfer_tokens(masked_idx.numel(), self.step_in_block, p.steps_per_block)
-        self._commit_top(block, is_masked, x0, confidence, k)
+        self._commit_top(block, is_masked, x0, confidence, k or 0)
