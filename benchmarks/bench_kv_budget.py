@@ -3,7 +3,9 @@
 
 The pool is fixed with `num_gpu_blocks_override` (default: room for 3.5 requests of prompt + gen
 tokens); `--requests` requests are submitted at once and the engine is stepped until all finish,
-recording the most requests running in one step, the preemptions and the tokens/s. Writes
+recording the most requests running in one step (and the mean over steps), the preemptions, the KV
+pages page eviction returned to the pool and the tokens/s; `--stagger` submits one request every
+N steps instead (a server's arrivals: the requests' refreshes then fall on different steps). Writes
 <out>/kv_budget_<tag>.json. CPU dry run: `--config-override` with a tiny config and `--dtype float32`.
 """
 
@@ -23,29 +25,45 @@ VARIANTS = {
 }
 
 
-def run_variant(llm, args, name: str) -> dict:
-    from vllm import SamplingParams
-
+def run_requests(llm, prompts: list[list[int]], sp, tag: str, stagger: int = 0) -> dict:
+    """Submit the requests (one every `stagger` steps; 0: all at once) and step the in-process
+    engine until all finish -> the most running at once, running per step, preemptions, KV pages
+    page eviction returned, tokens/s and each request's tokens."""
     engine = llm.llm_engine
     scheduler = engine.engine_core.engine_core.scheduler
-    sp = SamplingParams(max_tokens=args.gen, temperature=0.0, ignore_eos=True,
-                        extra_args={"steps": args.gen, "block_length": 32, **VARIANTS[name]})
-    for i in range(args.requests):
-        prompt = {"prompt_token_ids": [(7 * i + 13 * j) % 400 + 10 for j in range(args.prompt_len)]}
-        engine.add_request(f"{name}-{i}", prompt, sp)
-    most, steps, generated, preemptions = 0, 0, 0, {}
+    returned_before = scheduler._evicted.pages_freed
+    pending = list(enumerate(prompts))
+    outputs, running, generated, preemptions, steps = {}, [], 0, {}, 0
     start = time.perf_counter()
-    while engine.has_unfinished_requests():
+    while pending or engine.has_unfinished_requests():
+        while pending and (stagger == 0 or steps >= stagger * pending[0][0]):
+            i, prompt = pending.pop(0)
+            engine.add_request(f"{tag}-{i}", {"prompt_token_ids": prompt}, sp)
         for out in engine.step():
             if out.finished:
                 generated += len(out.outputs[0].token_ids)
-        most = max(most, len(scheduler.running))
+                outputs[int(out.request_id.rsplit("-", 1)[1])] = list(out.outputs[0].token_ids)
+        running.append(len(scheduler.running))
         for request in [*scheduler.running, *scheduler.waiting]:
             preemptions[request.request_id] = request.num_preemptions
         steps += 1
     seconds = time.perf_counter() - start
-    return {"variant": name, "max_running": most, "preemptions": sum(preemptions.values()), "steps": steps,
-            "seconds": seconds, "tokens_per_s": generated / seconds, "generated": generated}
+    return {"max_running": max(running), "mean_running": sum(running) / len(running), "running_per_step": running,
+            "preemptions": sum(preemptions.values()), "steps": steps, "seconds": seconds,
+            "tokens_per_s": generated / seconds, "generated": generated,
+            "kv_pages_returned": scheduler._evicted.pages_freed - returned_before,
+            "outputs": [outputs[i] for i in range(len(prompts))]}
+
+
+def run_variant(llm, args, name: str) -> dict:
+    from vllm import SamplingParams
+
+    sp = SamplingParams(max_tokens=args.gen, temperature=0.0, ignore_eos=True,
+                        extra_args={"steps": args.gen, "block_length": 32, **VARIANTS[name]})
+    prompts = [[(7 * i + 13 * j) % 400 + 10 for j in range(args.prompt_len)] for i in range(args.requests)]
+    row = run_requests(llm, prompts, sp, name, args.stagger)
+    row.pop("outputs")
+    return {"variant": name, "stagger": args.stagger, **row}
 
 
 def main() -> None:
@@ -56,6 +74,8 @@ def main() -> None:
     parser.add_argument("--budget-requests", type=float, default=3.5,
                         help="KV pool size in requests of prompt + gen tokens")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--stagger", type=int, nargs="+", default=[0],
+                        help="steps between submissions (0: all at once); each value runs every variant")
     parser.add_argument("--config-override", default="{}", help="JSON merged into the LLaDA-8B config")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--eager", action="store_true")
@@ -78,15 +98,22 @@ def main() -> None:
     record = {"args": vars(args), "kv_pages": pages, "page_size": page, "rows": []}
     path = Path(args.out) / f"kv_budget_{args.tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for name in args.variants:
-        row = run_variant(llm, args, name)
-        record["rows"].append(row)
-        print(f"KV pool {pages} pages ({args.budget_requests} requests of {args.prompt_len}+{args.gen}): "
-              f"{name:24s} max running {row['max_running']:2d}, {row['tokens_per_s']:8.1f} tok/s", flush=True)
-        path.write_text(json.dumps(record, indent=1))
-    base = record["rows"][0]["max_running"]
+    staggers = args.stagger
+    for stagger in staggers:
+        args.stagger = stagger
+        for name in args.variants:
+            row = run_variant(llm, args, name)
+            record["rows"].append(row)
+            print(f"KV pool {pages} pages ({args.budget_requests} requests of {args.prompt_len}+{args.gen}), "
+                  f"stagger {stagger}: {name:24s} max running {row['max_running']:2d} (mean "
+                  f"{row['mean_running']:.2f}), {row['preemptions']} preemptions, {row['kv_pages_returned']} pages "
+                  f"returned, {row['tokens_per_s']:8.1f} tok/s", flush=True)
+            path.write_text(json.dumps(record, indent=1))
+    args.stagger = staggers
     for row in record["rows"]:
-        row["concurrency_vs_first"] = row["max_running"] / base
+        base = next(r for r in record["rows"] if r["stagger"] == row["stagger"])
+        row["concurrency_vs_first"] = row["max_running"] / base["max_running"]
+        row["mean_running_vs_first"] = row["mean_running"] / base["mean_running"]
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 

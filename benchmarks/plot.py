@@ -118,24 +118,36 @@ def plot_batched_step() -> None:
     fig.savefig(RESULTS / "e2e_batching_h200_batched_step.png", dpi=120)
 
 
-def plot_kv_budget() -> None:
-    data = _load("kv_budget_h200.json")
+def plot_kv_budget(name: str = "kv_budget_h200") -> None:
+    """<name>.json: most / mean requests running under a fixed KV pool and tokens/s per variant
+    (and stagger); with per-step counts, also the requests running at each step."""
+    data = _load(f"{name}.json")
     if data is None:
         return
     rows = data["rows"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
-    names = [r["variant"] for r in rows]
-    ax1.bar(names, [r["max_running"] for r in rows], color="C0")
-    ax1.set_ylabel("most requests running at once")
-    ax2.bar(names, [r["tokens_per_s"] for r in rows], color="C1")
-    ax2.set_ylabel("tokens/s")
-    for ax in (ax1, ax2):
-        ax.tick_params(axis="x", labelsize=7)
+    per_step = all("running_per_step" in r for r in rows)
+    fig, axes = plt.subplots(1, 3 if per_step else 2, figsize=(13 if per_step else 9, 3.8))
+    labels = [r["variant"] + (f"\nstagger {r['stagger']}" if "stagger" in r else "") for r in rows]
+    axes[0].bar(labels, [r["max_running"] for r in rows], color="C0", label="most")
+    if "mean_running" in rows[0]:
+        axes[0].bar(labels, [r["mean_running"] for r in rows], color="C2", width=0.4, label="mean over steps")
+        axes[0].legend(fontsize=7)
+    axes[0].set_ylabel("requests running at once")
+    axes[1].bar(labels, [r["tokens_per_s"] for r in rows], color="C1")
+    axes[1].set_ylabel("tokens/s")
+    if per_step:
+        for i, (label, r) in enumerate(zip(labels, rows)):
+            axes[2].plot(r["running_per_step"], color=f"C{i}", label=label.replace("\n", ", "), lw=1)
+        axes[2].set_xlabel("engine step")
+        axes[2].set_ylabel("requests running")
+        axes[2].legend(fontsize=6)
+    for ax in axes[:2]:
+        ax.tick_params(axis="x", labelsize=6)
     a = data["args"]
     fig.suptitle(f"fixed KV pool of {data['kv_pages']} pages ({a['budget_requests']} requests of "
                  f"{a['prompt_len']}+{a['gen']} tokens), {a['requests']} requests, H200", fontsize=10)
     fig.tight_layout()
-    fig.savefig(RESULTS / "kv_budget_h200.png", dpi=120)
+    fig.savefig(RESULTS / f"{name}.png", dpi=120)
 
 
 def plot_block_steps(tag: str) -> None:
@@ -268,6 +280,7 @@ if __name__ == "__main__":
     plot_sparsed_batching()
     plot_batched_step()
     plot_kv_budget()
+    plot_kv_budget(f"kv_budget_{tag}_pages")
     plot_block_steps(tag)
     plot_eviction(f"{tag}_pages")
     plot_eviction(f"{tag}_before_8k")

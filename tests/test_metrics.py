@@ -14,15 +14,16 @@ from vllm_dlm.engine.stat_logger import DiffusionStatLogger
 
 def test_payload_survives_the_engine_core_to_front_end_encoding():
     vllm_dlm.register()
-    stats = DenoisingStats(denoising_steps=7, full_passes=2)
+    stats = DenoisingStats(denoising_steps=7, full_passes=2, kv_pages_returned=5)
     stats.record_block(4, 32)
     sched = SchedulerStats(num_running_reqs=1)
     sched.dlm_stats = stats.take()
     wire = MsgpackEncoder().encode(EngineCoreOutputs(scheduler_stats=sched))
     got = MsgpackDecoder(EngineCoreOutputs).decode(wire).scheduler_stats
-    assert got.dlm_stats == {"denoising_steps": 7, "full_passes": 2, "blocks": [[4, 32]]}
+    assert got.dlm_stats == {"denoising_steps": 7, "full_passes": 2, "kv_pages_returned": 5, "blocks": [[4, 32]]}
     assert got.num_running_reqs == 1
-    assert stats.take() == {"denoising_steps": 0, "full_passes": 0, "blocks": []}  # new interval
+    assert stats.take() == {"denoising_steps": 0, "full_passes": 0, "kv_pages_returned": 0,
+                            "blocks": []}  # new interval
     assert SchedulerStats().dlm_stats is None
 
 
@@ -41,8 +42,9 @@ def test_stat_logger_turns_payloads_into_prometheus_metrics():
 
     before = [value(n) for n in ("vllm:dlm_denoising_steps_total", "vllm:dlm_full_passes_total",
                                  "vllm:dlm_blocks_committed_total", "vllm:dlm_steps_per_block_sum",
-                                 "vllm:dlm_tokens_per_step_sum", "vllm:dlm_tokens_per_step_count")]
-    for payload in ({"denoising_steps": 5, "full_passes": 1, "blocks": [[4, 32]]},
+                                 "vllm:dlm_tokens_per_step_sum", "vllm:dlm_tokens_per_step_count",
+                                 "vllm:dlm_kv_pages_returned_total")]
+    for payload in ({"denoising_steps": 5, "full_passes": 1, "kv_pages_returned": 6, "blocks": [[4, 32]]},
                     {"denoising_steps": 3, "full_passes": 3, "blocks": [[2, 8], [1, 8]]}):
         sched = SchedulerStats()
         sched.dlm_stats = payload
@@ -51,8 +53,9 @@ def test_stat_logger_turns_payloads_into_prometheus_metrics():
     stat_logger.record(None, None)
     after = [value(n) for n in ("vllm:dlm_denoising_steps_total", "vllm:dlm_full_passes_total",
                                 "vllm:dlm_blocks_committed_total", "vllm:dlm_steps_per_block_sum",
-                                "vllm:dlm_tokens_per_step_sum", "vllm:dlm_tokens_per_step_count")]
-    assert [a - b for a, b in zip(after, before)] == [8, 4, 3, 7, 8 + 4 + 8, 3]
+                                "vllm:dlm_tokens_per_step_sum", "vllm:dlm_tokens_per_step_count",
+                                "vllm:dlm_kv_pages_returned_total")]
+    assert [a - b for a, b in zip(after, before)] == [8, 4, 3, 7, 8 + 4 + 8, 3, 6]
     assert REGISTRY.get_sample_value("vllm:dlm_steps_per_block_bucket", {**labels, "le": "1.0"}) == 1
     assert (stat_logger.steps, stat_logger.blocks, stat_logger.block_tokens) == (8, 3, 48)
     stat_logger.log()

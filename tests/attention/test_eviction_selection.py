@@ -63,3 +63,34 @@ def test_kept_page_tables_on_the_fa3_twin_equal_token_lists():
                                        [100, 70, 40], [48, 16, 31], num_heads=4, num_kv_heads=2,
                                        head_dim=32, g=g)
     assert error < 2e-5
+
+
+@pytest.mark.parametrize("seq_len, block_start, block_len, page, keep", [
+    (97, 40, 16, 16, 0.5), (130, 0, 32, 16, 0.3), (61, 45, 16, 8, 0.7), (50, 17, 16, 16, 0.5), (200, 184, 16, 16, 0.4),
+])
+def test_compaction_puts_every_kept_page_on_a_live_page(seq_len, block_start, block_len, page, keep):
+    """Each layer's kept pages land on the request's live pages (the same set for every layer,
+    the block's pages unmoved), content intact; pages outside it are left alone."""
+    from vllm_dlm.attention.sparsity.eviction import compact_kept_pages, live_pages
+
+    g = torch.Generator().manual_seed(torch.seed() % 2**31)
+    num_pages = -(-seq_len // page)
+    live = live_pages(seq_len, block_start, block_len, keep, page)
+    block = list(range(block_start // page, (block_start + block_len - 1) // page + 1))
+    assert set(block) <= set(live) and live == sorted(set(live))
+    row_pages = torch.randperm(num_pages + 5, generator=g)[:num_pages]
+    for _ in range(3):  # layers with different kept pages
+        q = torch.randn(seq_len, 4, 32, generator=g)
+        k = torch.randn(seq_len, 2, 32, generator=g)
+        _, kept = select_kept_tokens(q[block_start : block_start + block_len], k, block_start, keep, 3, page_size=page)
+        assert kept.numel() == len(live)
+        cache = torch.randn(num_pages + 5, 2, page, 8, generator=g)
+        original = cache.clone()
+        physical = compact_kept_pages(cache, row_pages, kept, torch.tensor(live))
+        assert sorted(physical.tolist()) == sorted(row_pages[live].tolist())
+        for logical, where in zip(kept.tolist(), physical.tolist()):
+            assert torch.equal(cache[where], original[row_pages[logical]])
+            if logical in live:
+                assert where == row_pages[logical], "a kept page that is live stays where it is"
+        others = [p for p in range(num_pages + 5) if p not in row_pages[live].tolist()]
+        assert torch.equal(cache[others], original[others])

@@ -36,7 +36,7 @@ from vllm_dlm.attention.ops import fa3_sparse
 from vllm_dlm.attention.ops import reference
 from vllm_dlm.attention.ops.block_scores import block_scores as triton_block_scores
 from vllm_dlm.attention.ops.paged_attention import paged_attention as triton_paged_attention
-from vllm_dlm.attention.sparsity.eviction import select_kept_tokens
+from vllm_dlm.attention.sparsity.eviction import compact_kept_pages, live_pages, select_kept_tokens
 from vllm_dlm.attention.sparsity.plan import StepSparsity
 from vllm_dlm.attention.sparsity.sparsed import select_key_blocks
 
@@ -195,14 +195,15 @@ class SparsedImpl(AttentionImpl):
             lse = None
             if sparse.compute_masks:
                 lse = torch.empty(n, self.num_heads, dtype=torch.float32, device=q.device)
-            paged_attention(q, k_cache, v_cache, m.block_table, m.query_start_loc, m.seq_lens,
+            table = sparse.kept_block_table(name, m.block_table, k_cache.shape[1])
+            paged_attention(q, k_cache, v_cache, table, m.query_start_loc, m.seq_lens,
                             m.max_query_len, self.scale, m.causal, out=out, query_pos=m.query_pos,
                             blocks=sparse.block_lists(name, m.num_reqs, q.device),
                             tokens=sparse.token_lists(name, m.num_reqs, q.device),
                             lse=lse, num_splits=None, max_seq_len=m.max_seq_len)
         if sparse is not None:
             self._compute_masks(name, sparse, q, k, lse)
-            self._select_tokens(name, sparse, q, k, k_cache, m.block_table)
+            self._select_tokens(name, sparse, q, k, kv_cache, k_cache, m.block_table)
         return output
 
     def _fa3_can_run(self, sparse: StepSparsity, k_cache, causal: bool) -> bool:
@@ -226,12 +227,14 @@ class SparsedImpl(AttentionImpl):
         n = slot_mapping.shape[0]
         write_kv(key[:n], value[:n], k_cache, v_cache, slot_mapping)
 
-    def _select_tokens(self, layer_name: str, sparse: StepSparsity, q, k, k_cache, block_table) -> None:
+    def _select_tokens(self, layer_name: str, sparse: StepSparsity, q, k, kv_cache, k_cache,
+                       block_table) -> None:
         """Eviction step: each selecting row keeps this layer's most attended cached tokens (or
         pages). A full pass scores this step's keys; a dual-cache step (evict_pass="cached")
-        scores the keys in the paged cache, this step's block keys already written there."""
+        scores the keys in the paged cache, this step's block keys already written there. Kept
+        pages are then moved onto the request's live pages (the others go back to the pool)."""
         page_size = k_cache.shape[1]
-        for job in sparse.select_tokens.values():
+        for row, job in sparse.select_tokens.items():
             qs, qe, kept = job.query_start, job.query_end, job.kept
             start = kept.block_start
             if job.cached_row is None:
@@ -244,6 +247,10 @@ class SparsedImpl(AttentionImpl):
                                         page_size if job.by_page else None)
             if job.by_page:
                 kept.layers[layer_name], kept.pages[layer_name] = chosen
+                row_pages = block_table[row, : -(-kept.seq_len // page_size)]
+                live = torch.tensor(live_pages(kept.seq_len, start, job.block_length, job.keep_ratio, page_size),
+                                    device=row_pages.device)
+                kept.physical[layer_name] = compact_kept_pages(kv_cache, row_pages, chosen[1], live)
             else:
                 kept.layers[layer_name] = chosen
 

@@ -12,6 +12,7 @@ def apply_all() -> None:
     if _applied:
         return
     from vllm_dlm.compat import (
+        block_overwrite,
         cpu_attention,
         cpu_triton,
         openai_knobs,
@@ -22,6 +23,7 @@ def apply_all() -> None:
 
     cpu_triton.enable_if_cpu()
     cpu_attention.install()
+    block_overwrite.install()
     request_validation.install()
     openai_knobs.install()
     scheduler_stats.install()

@@ -8,6 +8,7 @@ like vLLM's own (`model_name`, `engine`):
   vllm:dlm_denoising_steps_total       request-steps (one per request per forward pass)
   vllm:dlm_full_passes_total           of which full passes (cache refreshes, eviction selection)
   vllm:dlm_blocks_committed_total      blocks committed
+  vllm:dlm_kv_pages_returned_total     KV-cache pages page eviction gave back to the block pool
   vllm:dlm_steps_per_block             histogram, denoising steps each committed block took
   vllm:dlm_tokens_per_step             histogram, per committed block: its tokens / its steps
 
@@ -32,7 +33,7 @@ def _metrics() -> dict[str, object]:
     if not _METRICS:
         labels = ["model_name", "engine"]
         for name in ("vllm:dlm_denoising_steps", "vllm:dlm_full_passes",
-                     "vllm:dlm_blocks_committed", "vllm:dlm_steps_per_block",
+                     "vllm:dlm_blocks_committed", "vllm:dlm_kv_pages_returned", "vllm:dlm_steps_per_block",
                      "vllm:dlm_tokens_per_step"):
             stale = REGISTRY._names_to_collectors.get(name) or REGISTRY._names_to_collectors.get(
                 name + "_total")
@@ -44,6 +45,8 @@ def _metrics() -> dict[str, object]:
             full=Counter("vllm:dlm_full_passes", "Denoising steps that recomputed the whole "
                          "sequence (cache refresh or eviction selection).", labels),
             blocks=Counter("vllm:dlm_blocks_committed", "Blocks committed.", labels),
+            pages=Counter("vllm:dlm_kv_pages_returned", "KV-cache pages page eviction returned "
+                          "to vLLM's block pool (refilled at each block's refresh).", labels),
             steps_per_block=Histogram("vllm:dlm_steps_per_block", "Denoising steps each "
                                       "committed block took.", labels, buckets=STEP_BUCKETS),
             tokens_per_step=Histogram("vllm:dlm_tokens_per_step", "Tokens committed per "
@@ -71,6 +74,7 @@ class DiffusionStatLogger(StatLoggerBase):
         m["steps"].labels(*self.labels).inc(steps)
         m["full"].labels(*self.labels).inc(full)
         m["blocks"].labels(*self.labels).inc(len(blocks))
+        m["pages"].labels(*self.labels).inc(payload.get("kv_pages_returned", 0))
         for block_steps, tokens in blocks:
             m["steps_per_block"].labels(*self.labels).observe(block_steps)
             m["tokens_per_step"].labels(*self.labels).observe(tokens / max(block_steps, 1))

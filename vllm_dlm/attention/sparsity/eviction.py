@@ -12,6 +12,13 @@ The result is kept as an ascending list of key positions per layer: the attentio
 always, then the best int(candidates * keep_ratio) of the others by their best pooled token score);
 their positions feed the same token-list kernel, and on Hopper the block's later steps run
 FlashAttention-3 over a per-layer block table listing only the kept pages (`kept_page_tables`).
+
+Page eviction also frees memory. Every layer keeps as many pages, so right after selecting, each
+layer moves its kept pages onto the same pages of the request (`live_pages`: the block's own and the
+first others; `compact_kept_pages`), and the rest are dead for all layers: the scheduler returns them
+to vLLM's block pool until the next block's refresh (`engine.evicted_pages`). Later steps find a
+page's content through the layer's physical page list (`RequestKeptTokens.physical`), in the same
+order as before, so the attention is the same, bit for bit.
 """
 
 from dataclasses import dataclass, field
@@ -65,6 +72,38 @@ def _kept_pages(cached: torch.Tensor, seq_len: int, block_start: int, block_end:
     return positions[positions < seq_len].to(torch.int32), pages.to(torch.int32)
 
 
+def live_pages(seq_len: int, block_start: int, block_length: int, keep_ratio: float, page_size: int) -> list[int]:
+    """Logical pages a request holds after page eviction (the others are dead for every layer):
+    the block's pages and the first int(candidates * keep_ratio) of the others, ascending.
+    Shared by the worker (where it compacts) and the scheduler (what it frees)."""
+    num_pages = -(-seq_len // page_size)
+    first, last = block_start // page_size, (block_start + block_length - 1) // page_size
+    keep = int((num_pages - (last - first + 1)) * keep_ratio)
+    others = [p for p in range(num_pages) if not first <= p <= last][:keep]
+    return sorted(others + list(range(first, last + 1)))
+
+
+def compact_kept_pages(kv_cache: torch.Tensor, row_pages: torch.Tensor, kept: torch.Tensor,
+                       live: torch.Tensor) -> torch.Tensor:
+    """One layer: move its kept pages onto the request's live pages. kv_cache [pages, ...] the
+    layer's cache; row_pages [n] int the request's physical page of each logical page; kept, live
+    int ascending logical pages of equal count (both hold the block's pages). Kept pages that are
+    live stay; the others fill the live pages this layer does not keep, in order.
+    -> physical page holding each kept page, in kept order."""
+    kept, live = kept.long(), live.long()
+    num_pages = row_pages.shape[0]
+    is_live = torch.zeros(num_pages, dtype=torch.bool, device=kept.device)
+    is_live[live] = True
+    is_kept = torch.zeros_like(is_live)
+    is_kept[kept] = True
+    moving = ~is_live[kept]
+    sources, targets = kept[moving], live[~is_kept[live]]
+    kv_cache[row_pages[targets].long()] = kv_cache[row_pages[sources].long()]
+    home = kept.clone()
+    home[moving] = targets
+    return row_pages[home].to(torch.int32)
+
+
 @dataclass
 class RequestKeptTokens:
     """One request's eviction for its current block: layer name -> kept positions (int32); with
@@ -74,6 +113,8 @@ class RequestKeptTokens:
     seq_len: int = 0
     layers: dict[str, torch.Tensor] = field(default_factory=dict)
     pages: dict[str, torch.Tensor] = field(default_factory=dict)
+    # page eviction: layer name -> physical page holding each kept page (after compaction)
+    physical: dict[str, torch.Tensor] = field(default_factory=dict)
     _stacked: tuple[list[str], torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -81,16 +122,17 @@ class RequestKeptTokens:
         return sum(t.numel() * t.element_size() for t in [*self.layers.values(), *self.pages.values()])
 
     def stacked_pages(self, page_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """(layer names, kept pages [layers, n] int64, keys attended [layers] int32), built once: every
-        layer keeps the same number of pages; only whether the last, partial page is among them
-        differs."""
+        """(layer names, physical kept pages [layers, n] int32 in kept order, keys attended [layers]
+        int32), built once: every layer keeps the same number of pages; only whether the last,
+        partial page is among them differs."""
         if self._stacked is None:
             names = list(self.pages)
             pages = torch.stack([self.pages[n] for n in names]).long()
             num_pages = -(-self.seq_len // page_size)
             short = num_pages * page_size - self.seq_len  # empty slots of the last page
             used = pages.shape[1] * page_size - short * (pages[:, -1] == num_pages - 1).int()
-            self._stacked = (names, pages, used.to(torch.int32))
+            physical = torch.stack([self.physical[n] for n in names])
+            self._stacked = (names, physical, used.to(torch.int32))
         return self._stacked
 
 
@@ -98,8 +140,8 @@ def kept_page_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch
                      seq_lens: torch.Tensor, page_size: int,
                      max_seq_len: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the batch's (block table, keys attended) for FlashAttention-3's paged varlen call:
-    rows in `kept_rows` list only their kept pages (physical ids, ascending), the others are
-    unchanged. Built once per step for all layers, over the pages the step can touch."""
+    rows in `kept_rows` list only their kept pages (physical ids, in logical order), the others
+    are unchanged. Built once per step for all layers, over the pages the step can touch."""
     names = None
     tables = used = None
     block_table = block_table[:, : -(-max_seq_len // page_size)]
@@ -109,9 +151,27 @@ def kept_page_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch
             names = row_names
             tables = block_table.unsqueeze(0).repeat(len(names), 1, 1)
             used = seq_lens.unsqueeze(0).repeat(len(names), 1)
-        tables[:, row, : pages.shape[1]] = block_table[row][pages]
+        tables[:, row, : pages.shape[1]] = pages
         used[:, row] = row_used
     return {name: (tables[i], used[i]) for i, name in enumerate(names or [])}
+
+
+def remapped_block_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch.Tensor,
+                          page_size: int) -> dict[str, torch.Tensor]:
+    """Per layer, the batch's block table with each compacted row's kept logical pages pointing at
+    the physical pages now holding them (for kernels that read kept tokens by position). Rows
+    without compaction, and pages never read, are unchanged. Built once per step."""
+    names, tables = None, None
+    for row, kept in kept_rows.items():
+        if not kept.physical:
+            continue
+        row_names, physical, _ = kept.stacked_pages(page_size)
+        logical = torch.stack([kept.pages[n] for n in row_names]).long()
+        if tables is None:
+            names = row_names
+            tables = block_table.unsqueeze(0).repeat(len(names), 1, 1)
+        tables[:, row].scatter_(1, logical, physical)
+    return {name: tables[i] for i, name in enumerate(names or [])}
 
 
 def pack_token_lists(rows: list[torch.Tensor | None], device, meta: torch.Tensor | None = None) -> TokenLists:

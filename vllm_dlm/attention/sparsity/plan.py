@@ -4,8 +4,9 @@ layers carry it out (`attention.impl`).
   SparseD        rows reusing their masks walk kept key blocks; rows at their switch step compute
                  the masks (that step stays dense)
   Sparse-dLLM    rows in their block's selection step choose kept tokens; their later (dual)
-                 steps walk only those tokens (kept whole pages: on FA3, with per-layer block
-                 tables of the kept pages)
+                 steps walk only those tokens (kept whole pages: compacted onto the request's
+                 live pages, then on FA3 with per-layer block tables of the kept pages, or on our
+                 kernel with per-layer block tables pointing at where each kept page now is)
   both           a row with masks and kept tokens walks its kept tokens, filtered per head by its
                  SparseD keep bits
 
@@ -20,7 +21,12 @@ import torch
 
 from vllm_dlm.attention.ops import fa3_sparse
 from vllm_dlm.attention.ops.paged_attention import BlockLists, TokenLists
-from vllm_dlm.attention.sparsity.eviction import RequestKeptTokens, kept_page_tables, pack_token_lists
+from vllm_dlm.attention.sparsity.eviction import (
+    RequestKeptTokens,
+    kept_page_tables,
+    pack_token_lists,
+    remapped_block_tables,
+)
 from vllm_dlm.attention.sparsity.sparsed import RequestMasks, expand_lists, lists_to_mask, pack_block_lists
 
 
@@ -68,6 +74,7 @@ class StepSparsity:
     rows: list[tuple[int, int, int, int]] = field(default_factory=list)
     on_fa3: bool | None = None  # SparseD lists on FA3 virtual sequences (set by the first layer)
     _page_tables: dict | None = None
+    _remapped: dict | None = None
     _virtual: tuple[bool, "fa3_sparse.VirtualSequences | None"] | None = None  # (all layers, sequences)
     _layer_index: dict[str, int] = field(default_factory=dict)
     _block_meta: torch.Tensor | None = None
@@ -180,6 +187,14 @@ class StepSparsity:
         if self._page_tables is None:
             self._page_tables = kept_page_tables(self.kept, block_table, seq_lens, page_size, max_seq_len)
         return self._page_tables[layer_name]
+
+    def kept_block_table(self, layer_name: str, block_table, page_size: int):
+        """This layer's block table for kernels that read kept tokens by position: rows whose kept
+        pages were compacted point at the pages now holding them (all layers built at the first
+        call); without such rows, the batch's table."""
+        if self._remapped is None:
+            self._remapped = remapped_block_tables(self.kept, block_table, page_size)
+        return self._remapped.get(layer_name, block_table)
 
     def token_lists(self, layer_name: str, num_reqs: int, device) -> TokenLists | None:
         """Kept tokens of one layer; rows that also have SparseD masks carry the keep bits of the
