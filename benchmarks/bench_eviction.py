@@ -90,6 +90,24 @@ def check_page_tables_on_fa3() -> float | None:
         device="cuda", dtype=torch.bfloat16)
 
 
+def set_page_return(on: bool) -> None:
+    """A/B switch for page eviction's returned pages, engine core in this process: off, kept pages
+    stay where they are (no compaction) and the scheduler frees nothing."""
+    import torch
+
+    import vllm_dlm.attention.impl as impl
+    from vllm_dlm.attention.sparsity import eviction
+    from vllm_dlm.engine.evicted_pages import EvictedPages
+
+    if not hasattr(EvictedPages, "_free_dead"):
+        EvictedPages._free_dead = EvictedPages.free_dead
+    if on:
+        impl.compact_kept_pages, EvictedPages.free_dead = eviction.compact_kept_pages, EvictedPages._free_dead
+    else:
+        impl.compact_kept_pages = lambda kv, row_pages, kept, live: row_pages[kept.long()].to(torch.int32)
+        EvictedPages.free_dead = lambda self, *args: 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--context", type=int, default=65536)
@@ -101,6 +119,8 @@ def main() -> None:
     parser.add_argument("--cached-variants", nargs="*", default=list(CACHED_STEP_VARIANTS))
     parser.add_argument("--config-override", default="{}", help="JSON merged into the LLaDA-8B config")
     parser.add_argument("--eager", action="store_true")
+    parser.add_argument("--page-return-ab", action="store_true",
+                        help="page variants of the cached step also without returning pages (A/B, twice each)")
     parser.add_argument("--tag", default="run")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -125,8 +145,16 @@ def main() -> None:
     record["page_tables_fa3_vs_triton_max_abs_err"] = err
     print(f"page eviction on FA3 vs Triton token lists, bf16: max |err| {err}", flush=True)
 
-    for name in args.cached_variants:
+    runs = [(name, True) for name in args.cached_variants]
+    if args.page_return_ab:
+        paged = [name for name in args.cached_variants if CACHED_STEP_VARIANTS[name].get("evict_unit") == "page"]
+        runs = [(name, True) for name in args.cached_variants if name not in paged]
+        runs += [(name, on) for _ in range(2) for name in paged for on in (True, False)]
+    for name, page_return in runs:
         extra = CACHED_STEP_VARIANTS[name]
+        set_page_return(page_return)
+        if not page_return:
+            name = f"{name} (no page return)"
         step_times(llm, min(2048, args.context // 2), 32, extra)  # warm-up (kernels)
         times = step_times(llm, args.context - 32, 32, extra)  # 1 block of 32 steps
         # steps opening the block that are not plain cached steps: the refresh, and the selecting

@@ -34,23 +34,32 @@ def main() -> None:
     prompts = [[(7 * i + 13 * j) % 430 + 5 for j in range(PROMPT + 11 * i)] for i in range(REQUESTS)]
     whole = [-(-(len(p) + GEN) // PAGE) for p in prompts]
     pool = int(4.5 * sum(whole) / len(whole))
+    dual = SamplingParams(max_tokens=GEN, temperature=0.0, ignore_eos=True,
+                          extra_args={"cache": "dual", "skip": 1.0, "steps": GEN, "block_length": 16})
     record = {"pool_pages": pool, "whole_sequence_pages": whole}
     for name, override in (("roomy", None), ("tight", pool)):
         llm = LLM(model=str(TRAINED_LLADA), dtype="float32", enforce_eager=True, max_model_len=1024,
                   gpu_memory_utilization=0.3, seed=0, attention_backend="sparsed", block_size=PAGE,
                   num_gpu_blocks_override=override)
         record[name] = run_requests(llm, prompts, sp, name)
+        # control: plain dual caching (no eviction) through the same pool: what batch composition
+        # and preemption alone do to the tokens
+        record[f"{name}_dual"] = run_requests(llm, prompts, dual, f"{name}_dual")
         del llm
         gc.collect()
     tight, roomy = record["tight"], record["roomy"]
     record["same_tokens_per_request"] = [a == b for a, b in zip(roomy["outputs"], tight["outputs"])]
+    record["control_dual_same_tokens_per_request"] = [
+        a == b for a, b in zip(record["roomy_dual"]["outputs"], record["tight_dual"]["outputs"])]
     record["distinct_tokens"] = len({t for out in tight["outputs"] for t in out})
-    for run in (tight, roomy):
+    for run in (tight, roomy, record["roomy_dual"], record["tight_dual"]):
         run["first_tokens"] = [out[:8] for out in run.pop("outputs")]
     print(f"smoke page return: pool {pool} pages (whole sequences {whole}); tight run: most running "
           f"{tight['max_running']} of {REQUESTS}, {tight['preemptions']} preemptions, {tight['kv_pages_returned']} "
           f"pages returned; same tokens as the roomy pool: {record['same_tokens_per_request']} "
-          f"({record['distinct_tokens']} distinct tokens)", flush=True)
+          f"({record['distinct_tokens']} distinct tokens); control, dual without eviction, tight "
+          f"({record['tight_dual']['preemptions']} preemptions) vs roomy: "
+          f"{record['control_dual_same_tokens_per_request']}", flush=True)
     path = Path(args.out) / "smoke_page_return.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
