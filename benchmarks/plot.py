@@ -281,6 +281,8 @@ if __name__ == "__main__":
     plot_batched_step()
     plot_kv_budget()
     plot_kv_budget(f"kv_budget_{tag}_pages")
+    plot_eviction(f"{tag}_return")
+    plot_eviction(f"{tag}_return_ab")
     plot_block_steps(tag)
     plot_eviction(f"{tag}_pages")
     plot_eviction(f"{tag}_before_8k")

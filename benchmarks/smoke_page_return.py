@@ -42,6 +42,8 @@ def main() -> None:
                   gpu_memory_utilization=0.3, seed=0, attention_backend="sparsed", block_size=PAGE,
                   num_gpu_blocks_override=override)
         record[name] = run_requests(llm, prompts, sp, name)
+        if override is None:  # control: page eviction, one request at a time (no batching at all)
+            record["alone"] = run_requests(llm, prompts, sp, "alone", stagger=100)
         # control: plain dual caching (no eviction) through the same pool: what batch composition
         # and preemption alone do to the tokens
         record[f"{name}_dual"] = run_requests(llm, prompts, dual, f"{name}_dual")
@@ -51,15 +53,21 @@ def main() -> None:
     record["same_tokens_per_request"] = [a == b for a, b in zip(roomy["outputs"], tight["outputs"])]
     record["control_dual_same_tokens_per_request"] = [
         a == b for a, b in zip(record["roomy_dual"]["outputs"], record["tight_dual"]["outputs"])]
+    record["alone_vs_roomy_same_tokens_per_request"] = [
+        a == b for a, b in zip(record["alone"]["outputs"], roomy["outputs"])]
+    record["alone_vs_tight_same_tokens_per_request"] = [
+        a == b for a, b in zip(record["alone"]["outputs"], tight["outputs"])]
     record["distinct_tokens"] = len({t for out in tight["outputs"] for t in out})
-    for run in (tight, roomy, record["roomy_dual"], record["tight_dual"]):
+    for run in (tight, roomy, record["alone"], record["roomy_dual"], record["tight_dual"]):
         run["first_tokens"] = [out[:8] for out in run.pop("outputs")]
     print(f"smoke page return: pool {pool} pages (whole sequences {whole}); tight run: most running "
           f"{tight['max_running']} of {REQUESTS}, {tight['preemptions']} preemptions, {tight['kv_pages_returned']} "
           f"pages returned; same tokens as the roomy pool: {record['same_tokens_per_request']} "
           f"({record['distinct_tokens']} distinct tokens); control, dual without eviction, tight "
           f"({record['tight_dual']['preemptions']} preemptions) vs roomy: "
-          f"{record['control_dual_same_tokens_per_request']}", flush=True)
+          f"{record['control_dual_same_tokens_per_request']}; page eviction one request at a time vs "
+          f"roomy batch: {record['alone_vs_roomy_same_tokens_per_request']}, vs tight: "
+          f"{record['alone_vs_tight_same_tokens_per_request']}", flush=True)
     path = Path(args.out) / "smoke_page_return.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
