@@ -248,9 +248,10 @@ class SparsedImpl(AttentionImpl):
             if job.by_page:
                 kept.layers[layer_name], kept.pages[layer_name] = chosen
                 row_pages = block_table[row, : -(-kept.seq_len // page_size)]
-                live = torch.tensor(live_pages(kept.seq_len, start, job.block_length, job.keep_ratio, page_size),
-                                    device=row_pages.device)
-                kept.physical[layer_name] = compact_kept_pages(kv_cache, row_pages, chosen[1], live)
+                if job.live is None:  # the same for every layer
+                    job.live = torch.tensor(live_pages(kept.seq_len, start, job.block_length, job.keep_ratio,
+                                                       page_size), device=row_pages.device)
+                kept.physical[layer_name] = compact_kept_pages(kv_cache, row_pages, chosen[1], job.live)
             else:
                 kept.layers[layer_name] = chosen
 

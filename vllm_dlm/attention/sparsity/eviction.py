@@ -115,16 +115,16 @@ class RequestKeptTokens:
     pages: dict[str, torch.Tensor] = field(default_factory=dict)
     # page eviction: layer name -> physical page holding each kept page (after compaction)
     physical: dict[str, torch.Tensor] = field(default_factory=dict)
-    _stacked: tuple[list[str], torch.Tensor, torch.Tensor] | None = None
+    _stacked: tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in [*self.layers.values(), *self.pages.values()])
 
-    def stacked_pages(self, page_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """(layer names, physical kept pages [layers, n] int32 in kept order, keys attended [layers]
-        int32), built once: every layer keeps the same number of pages; only whether the last,
-        partial page is among them differs."""
+    def stacked_pages(self, page_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(layer names, kept logical pages [layers, n] int64, the physical page holding each
+        [layers, n] int32, keys attended [layers] int32), built once: every layer keeps the same
+        number of pages; only whether the last, partial page is among them differs."""
         if self._stacked is None:
             names = list(self.pages)
             pages = torch.stack([self.pages[n] for n in names]).long()
@@ -132,7 +132,7 @@ class RequestKeptTokens:
             short = num_pages * page_size - self.seq_len  # empty slots of the last page
             used = pages.shape[1] * page_size - short * (pages[:, -1] == num_pages - 1).int()
             physical = torch.stack([self.physical[n] for n in names])
-            self._stacked = (names, physical, used.to(torch.int32))
+            self._stacked = (names, pages, physical, used.to(torch.int32))
         return self._stacked
 
 
@@ -146,7 +146,7 @@ def kept_page_tables(kept_rows: dict[int, RequestKeptTokens], block_table: torch
     tables = used = None
     block_table = block_table[:, : -(-max_seq_len // page_size)]
     for row, kept in kept_rows.items():
-        row_names, pages, row_used = kept.stacked_pages(page_size)
+        row_names, _, pages, row_used = kept.stacked_pages(page_size)
         if tables is None:
             names = row_names
             tables = block_table.unsqueeze(0).repeat(len(names), 1, 1)
@@ -165,8 +165,7 @@ def remapped_block_tables(kept_rows: dict[int, RequestKeptTokens], block_table: 
     for row, kept in kept_rows.items():
         if not kept.physical:
             continue
-        row_names, physical, _ = kept.stacked_pages(page_size)
-        logical = torch.stack([kept.pages[n] for n in row_names]).long()
+        row_names, logical, physical, _ = kept.stacked_pages(page_size)
         if tables is None:
             names = row_names
             tables = block_table.unsqueeze(0).repeat(len(names), 1, 1)

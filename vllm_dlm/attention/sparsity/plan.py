@@ -61,6 +61,7 @@ class TokenSelection:
     kernel_size: int
     by_page: bool = False  # keep whole KV-cache pages
     cached_row: int | None = None  # batch row whose keys come from the paged cache (cached step)
+    live: torch.Tensor | None = None  # by_page: the request's live logical pages (set by the first layer)
 
 
 @dataclass
